@@ -1,0 +1,68 @@
+"""Turn (video features, caption) pairs into the tensors the model's losses need.
+
+All randomness (which tokens and frames are masked, the epoch order) comes from an explicit
+`torch.Generator`, so a batch is a pure function of the seed and the step: replayed batches, resumed
+runs and the hypergradient estimators' repeated forwards all see the same masks.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+
+@dataclass
+class Tokenized:
+    ids: torch.Tensor  # (N, L) long
+    mask: torch.Tensor  # (N, L) long
+
+
+def tokenize(tokenizer, texts: list[str], max_words: int) -> Tokenized:
+    enc = tokenizer(list(texts), padding="max_length", truncation=True, max_length=max_words,
+                    return_tensors="pt")
+    return Tokenized(enc["input_ids"], enc["attention_mask"])
+
+
+class Batcher:
+    def __init__(self, tokenizer, mask_prob: float = 0.15):
+        self.mask_prob = mask_prob
+        self.mask_id = tokenizer.mask_token_id
+        self.special = torch.tensor(sorted(set(tokenizer.all_special_ids)))
+
+    def make(self, video: torch.Tensor, text: Tokenized, gen: torch.Generator) -> dict:
+        """video: (B, T, D) float; text: B tokenized captions. Returns the batch dict of the model."""
+        ids, mask = text.ids, text.mask
+        video_mask = torch.ones(video.shape[:2], dtype=torch.long)
+        mlm_ids, mlm_labels = self._mask_tokens(ids, mask, gen)
+        mfm_mask = self._mask_frames(video.shape[0], video.shape[1], gen)
+        dec_labels = ids[:, 1:].clone()
+        dec_labels[mask[:, 1:] == 0] = -100
+        return {
+            "text_ids": ids, "text_mask": mask, "video": video, "video_mask": video_mask,
+            "mlm_ids": mlm_ids, "mlm_labels": mlm_labels,
+            "mfm_video": video.masked_fill(mfm_mask.unsqueeze(-1), 0.0), "mfm_mask": mfm_mask,
+            "dec_ids": ids[:, :-1], "dec_mask": mask[:, :-1], "dec_labels": dec_labels,
+        }
+
+    def _mask_tokens(self, ids, mask, gen):
+        candidates = (mask == 1) & ~torch.isin(ids, self.special)
+        chosen = (torch.rand(ids.shape, generator=gen) < self.mask_prob) & candidates
+        # Every caption masks at least one word, so cmlm always has a target.
+        first = torch.argmax((candidates & ~chosen.any(1, keepdim=True)).long(), dim=1)
+        needs = ~chosen.any(1) & candidates.any(1)
+        chosen[needs, first[needs]] = True
+        labels = torch.full_like(ids, -100)
+        labels[chosen] = ids[chosen]
+        return ids.masked_fill(chosen, self.mask_id), labels
+
+    def _mask_frames(self, batch: int, frames: int, gen) -> torch.Tensor:
+        chosen = torch.rand((batch, frames), generator=gen) < self.mask_prob
+        none = ~chosen.any(1)
+        chosen[none, torch.randint(frames, (int(none.sum()),), generator=gen)] = True
+        return chosen
+
+
+def epoch_order(n: int, seed: int, epoch: int) -> np.ndarray:
+    """A permutation of range(n) that depends only on (seed, epoch)."""
+    return np.random.default_rng([seed, epoch]).permutation(n)

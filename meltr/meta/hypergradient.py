@@ -1,0 +1,96 @@
+"""Hypergradients of the outer (validation) loss with respect to the loss combiner's parameters.
+
+Notation (meltr-official.md §2): W backbone parameters, phi combiner parameters, L(W) the vector of M task
+losses on the training batch, f_phi the combiner, L_train = f_phi(L(W)), L_val the outer loss,
+g_v = dL_val/dW. The official MELTR update assigns
+
+    phi.grad = -d/dphi < dL_train/dW , g_v >          (implicit function theorem, inverse Hessian ~ I)
+
+Since dL_train/dW = sum_m w_m(phi) dL_m/dW with w = df_phi/dL, that equals
+-d/dphi sum_m w_m(phi) s_m with s = J_L(W) g_v, the directional derivative of the loss vector along g_v.
+The estimators differ only in how they get there:
+
+    double_backward    the official computation: create_graph backward, then a double backward (~8F)
+    neumann            AuxiLearn: K Neumann terms p = sum_i (I - alpha H)^i g_v replace g_v; K=0 is official.
+                       As K grows, alpha * result -> the exact implicit hypergradient.
+    jvp                exact: s by one forward-mode JVP of L along g_v, then a tiny backward through f only
+    finite_difference  s ~ (L(W + eps v) - L(W - eps v)) / 2 eps with eps = fd_eps / |v|: first-order passes
+                       only, so fused attention, DDP and FSDP keep working
+
+All return one tensor per parameter of `combiner.parameters()`, with the official sign.
+"""
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+import torch
+from torch import nn
+
+ESTIMATORS = ("double_backward", "neumann", "jvp", "finite_difference")
+# Estimators that differentiate twice or in forward mode: fused SDPA kernels support neither.
+NEEDS_MATH_SDPA = {"double_backward", "neumann", "jvp"}
+
+LossVector = Callable[[Sequence[torch.Tensor]], torch.Tensor]
+Scalar = Callable[[Sequence[torch.Tensor]], torch.Tensor]
+
+
+def hypergradient(combiner: nn.Module, task_losses: LossVector, val_loss: Scalar,
+                  params: Sequence[torch.Tensor], method: str = "double_backward", *,
+                  neumann_terms: int = 3, neumann_alpha: float = 1e-2, fd_eps: float = 1e-2,
+                  fd_midpoint: bool = True) -> tuple[torch.Tensor, ...]:
+    if method not in ESTIMATORS:
+        raise ValueError(f"hypergradient method {method!r}: expected one of {ESTIMATORS}")
+    params = list(params)
+    phi = list(combiner.parameters())
+    if method in ("double_backward", "neumann"):
+        return _reverse_over_reverse(combiner, task_losses, val_loss, params, phi,
+                                     neumann_terms if method == "neumann" else 0, neumann_alpha)
+    v = _grads(val_loss(params), params)
+    if method == "jvp":
+        primals = tuple(p.detach() for p in params)
+        losses, s = torch.func.jvp(lambda *ps: task_losses(list(ps)), primals, tuple(v))
+    else:
+        losses, s = _finite_difference(task_losses, params, v, fd_eps, fd_midpoint)
+    return _contract(combiner, losses.detach(), s.detach(), phi)
+
+
+def _grads(out: torch.Tensor, wrt: Sequence[torch.Tensor], **kw) -> list[torch.Tensor]:
+    """autograd.grad with zeros (not None) for inputs the output does not depend on."""
+    got = torch.autograd.grad(out, wrt, allow_unused=True, **kw)
+    return [torch.zeros_like(w) if g is None else g for g, w in zip(got, wrt)]
+
+
+def _reverse_over_reverse(combiner, task_losses, val_loss, params, phi, terms: int, alpha: float):
+    l_train = combiner(task_losses(params))
+    g_train = torch.autograd.grad(l_train, params, create_graph=True, allow_unused=True)
+    v = _grads(val_loss(params), params)
+    # Only the entries of dL_train/dW that carry a graph can be differentiated again.
+    live = [i for i, g in enumerate(g_train) if g is not None and g.requires_grad]
+    g_live = [g_train[i] for i in live]
+    p = list(v)
+    for _ in range(terms):  # AuxiLearn's approxInverseHVP: v <- v - alpha H v ; p <- p + v
+        hv = _grads(g_live, [params[i] for i in live], grad_outputs=[v[i] for i in live], retain_graph=True)
+        for j, i in enumerate(live):
+            v[i] = v[i] - alpha * hv[j]
+            p[i] = p[i] + v[i]
+    hg = _grads(g_live, phi, grad_outputs=[p[i] for i in live])
+    return tuple(-h for h in hg)
+
+
+def _finite_difference(task_losses, params, v, eps_scale: float, midpoint: bool):
+    norm = torch.sqrt(sum((x.double() ** 2).sum() for x in v))
+    eps = eps_scale / max(float(norm), 1e-12)
+    with torch.no_grad():
+        plus = task_losses([p + eps * d for p, d in zip(params, v)])
+        minus = task_losses([p - eps * d for p, d in zip(params, v)])
+        losses = (plus + minus) / 2 if midpoint else task_losses([p.detach() for p in params])
+    return losses, (plus - minus) / (2 * eps)
+
+
+def _contract(combiner, losses: torch.Tensor, s: torch.Tensor, phi):
+    """-d/dphi sum_m w_m(phi) s_m with w = df_phi/dL at the (fixed) loss vector."""
+    losses = losses.clone().requires_grad_(True)
+    with torch.enable_grad():
+        (w,) = torch.autograd.grad(combiner(losses), losses, create_graph=True)
+        hg = _grads((w * s).sum(), phi)
+    return tuple(-h for h in hg)

@@ -1,0 +1,462 @@
+"""Collect finished runs into one table, a DVC metrics file, and a Markdown report with plots.
+
+Each run directory holds `metrics.json` (quality, from evaluate), `throughput.json` (cost, from train/bench)
+and `train_log.jsonl` (one record per training step). The report puts quality and cost side by side, so
+that MELTR's throughput price can be read next to what it buys.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+from typing import Any, Iterable
+
+import pandas as pd
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from .errors import MeltrError
+from .io import atomic_path, read_jsonl, write_json, write_text
+
+METHOD_ORDER = ("finetune", "multitask", "meltr")
+METHOD_LABEL = {"finetune": "fine-tune", "multitask": "multi-task", "meltr": "MELTR"}
+GROUP = ["dataset", "task", "model"]
+
+COLUMNS = [
+    "dataset", "task", "method", "model", "params_m",
+    "R1", "R5", "R10", "MedR", "MeanR",
+    "v2t_R1", "v2t_R5", "v2t_R10", "v2t_MedR",
+    "samples_per_s", "step_ms", "peak_mem_mb", "meta_step_ms",
+    "chance_R1", "n_test", "device", "estimator",
+]
+# Optional extras: used in the report's text when present, never required.
+EXTRA_COLUMNS = ["params", "step_ms_iqr", "batch_size", "steps_timed", "run_dir"]
+
+T2V_KEYS = ("R1", "R5", "R10", "MedR", "MeanR")
+V2T_KEYS = ("R1", "R5", "R10", "MedR")
+THROUGHPUT_KEYS = ("params_m", "samples_per_s", "step_ms", "peak_mem_mb", "meta_step_ms", "device", "estimator")
+NULLABLE = {"meta_step_ms", "estimator"}  # null when the method has no meta step
+
+# Decimals per column in summary.csv and metrics.json: enough to tell runs apart, no float noise.
+ROUND = {
+    "params_m": 3, "R1": 2, "R5": 2, "R10": 2, "MedR": 1, "MeanR": 2,
+    "v2t_R1": 2, "v2t_R5": 2, "v2t_R10": 2, "v2t_MedR": 1,
+    "samples_per_s": 2, "step_ms": 2, "peak_mem_mb": 1, "meta_step_ms": 2,
+    "chance_R1": 3, "step_ms_iqr": 2,
+}
+DVC_KEYS = ("R1", "R5", "R10", "MedR", "samples_per_s", "step_ms", "peak_mem_mb")
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Loading
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        obj = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise MeltrError(f"{path}: file not found (expected in every run directory)") from None
+    except OSError as exc:
+        raise MeltrError(f"{path}: cannot read ({exc.strerror})") from None
+    except json.JSONDecodeError as exc:
+        raise MeltrError(f"{path}: expected a JSON object ({exc.msg} at line {exc.lineno})") from None
+    if not isinstance(obj, dict):
+        raise MeltrError(f"{path}: expected a JSON object, got {type(obj).__name__}")
+    return obj
+
+
+def _get(obj: dict, key: str, path: Path, where: str = "", nullable: bool = False) -> Any:
+    """obj[key], or a MeltrError naming the file and the (dotted) key."""
+    name = f"{where}.{key}" if where else key
+    if key not in obj:
+        raise MeltrError(f"{path}: missing key '{name}'")
+    value = obj[key]
+    if value is None and not nullable:
+        raise MeltrError(f"{path}: key '{name}' is null, expected a value")
+    return value
+
+
+def _number(obj: dict, key: str, path: Path, where: str = "", nullable: bool = False) -> float:
+    value = _get(obj, key, path, where, nullable)
+    if value is None:
+        return math.nan
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        name = f"{where}.{key}" if where else key
+        raise MeltrError(f"{path}: key '{name}' expected a number, got {value!r}")
+    return float(value)
+
+
+def _section(obj: dict, key: str, path: Path) -> dict:
+    value = _get(obj, key, path)
+    if not isinstance(value, dict):
+        raise MeltrError(f"{path}: key '{key}' expected an object of metrics, got {type(value).__name__}")
+    return value
+
+
+def _load_run(run_dir: Path) -> dict:
+    """One row of the summary table from one run directory."""
+    mpath, tpath = run_dir / "metrics.json", run_dir / "throughput.json"
+    metrics, thr = _read_json(mpath), _read_json(tpath)
+
+    row: dict[str, Any] = {k: str(_get(metrics, k, mpath)) for k in ("dataset", "task", "method", "model")}
+    row["n_test"] = int(_number(metrics, "n_test", mpath))
+    if row["n_test"] <= 0:
+        raise MeltrError(f"{mpath}: key 'n_test' expected a positive count, got {row['n_test']}")
+    row["chance_R1"] = _number(metrics, "chance_R1", mpath)
+    t2v, v2t = _section(metrics, "t2v", mpath), _section(metrics, "v2t", mpath)
+    row.update({k: _number(t2v, k, mpath, "t2v") for k in T2V_KEYS})
+    row.update({f"v2t_{k}": _number(v2t, k, mpath, "v2t") for k in V2T_KEYS})
+
+    for key in THROUGHPUT_KEYS:
+        if key in ("device", "estimator"):
+            value = _get(thr, key, tpath, nullable=key in NULLABLE)
+            row[key] = None if value is None else str(value)
+        else:
+            row[key] = _number(thr, key, tpath, nullable=key in NULLABLE)
+    # A throughput file copied from another run would silently pair the wrong cost with the quality.
+    for key in ("method", "model"):
+        if key in thr and str(thr[key]) != row[key]:
+            raise MeltrError(f"{tpath}: key '{key}' is {thr[key]!r} but {mpath.name} says {row[key]!r}")
+
+    for key in ("params", "step_ms_iqr", "batch_size", "steps_timed"):
+        value = thr.get(key)
+        row[key] = value if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+    row["run_dir"] = str(run_dir)
+    return row
+
+
+def _method_rank(method: str) -> tuple[int, str]:
+    """Known methods in METHOD_ORDER, unknown ones after them, alphabetically."""
+    if method in METHOD_ORDER:
+        return (METHOD_ORDER.index(method), "")
+    return (len(METHOD_ORDER), method)
+
+
+def collect_runs(run_dirs: Iterable[str | os.PathLike]) -> pd.DataFrame:
+    """One row per run directory, columns COLUMNS then EXTRA_COLUMNS; t2v metrics are R1..MeanR.
+
+    Rows are sorted by dataset, task, model, then method (finetune, multitask, meltr, others A-Z).
+    A missing file or key raises MeltrError naming both; so does the same run appearing twice.
+    """
+    rows = [_load_run(Path(d)) for d in run_dirs]
+    if not rows:
+        raise MeltrError("report: expected at least one run directory, got none")
+    seen: dict[tuple, str] = {}
+    for row in rows:
+        key = tuple(row[k] for k in (*GROUP, "method"))
+        if key in seen:
+            raise MeltrError(f"{row['run_dir']}: same dataset/task/model/method {key} as {seen[key]}")
+        seen[key] = row["run_dir"]
+    rows.sort(key=lambda r: (r["dataset"], r["task"], r["model"], _method_rank(r["method"])))
+    return pd.DataFrame(rows, columns=COLUMNS + EXTRA_COLUMNS).reset_index(drop=True)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Ratios
+
+
+def _ratio(num: float, den: float) -> float:
+    """num/den, NaN where either side is missing or the denominator is not positive (e.g. 0 MB on CPU)."""
+    if num is None or den is None or pd.isna(num) or pd.isna(den) or den <= 0:
+        return math.nan
+    return float(num) / float(den)
+
+
+def throughput_ratios(df: pd.DataFrame) -> pd.DataFrame:
+    """Per (dataset, task, model): MELTR's samples/s and peak memory relative to the baselines.
+
+    `meltr_vs_finetune` = samples/s of meltr / samples/s of finetune (below 1 = MELTR is slower);
+    `mem_*` the same for peak memory (above 1 = MELTR needs more). NaN where a method is missing.
+    """
+    out = []
+    for key, group in df.groupby(GROUP, sort=True):
+        by_method = group.set_index("method")
+
+        def value(method: str, col: str) -> float:
+            return by_method.at[method, col] if method in by_method.index else math.nan
+
+        out.append({
+            **dict(zip(GROUP, key)),
+            "meltr_vs_finetune": _ratio(value("meltr", "samples_per_s"), value("finetune", "samples_per_s")),
+            "meltr_vs_multitask": _ratio(value("meltr", "samples_per_s"), value("multitask", "samples_per_s")),
+            "mem_meltr_vs_finetune": _ratio(value("meltr", "peak_mem_mb"), value("finetune", "peak_mem_mb")),
+            "mem_meltr_vs_multitask": _ratio(value("meltr", "peak_mem_mb"), value("multitask", "peak_mem_mb")),
+        })
+    columns = GROUP + ["meltr_vs_finetune", "meltr_vs_multitask", "mem_meltr_vs_finetune", "mem_meltr_vs_multitask"]
+    return pd.DataFrame(out, columns=columns)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Machine-readable outputs
+
+
+def _rounded(df: pd.DataFrame) -> pd.DataFrame:
+    return df.round({k: v for k, v in ROUND.items() if k in df.columns})
+
+
+def _json_value(value: Any) -> Any:
+    """NaN is not valid JSON (and DVC rejects it): write null instead."""
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    return value.item() if hasattr(value, "item") else value
+
+
+def _dvc_metrics(df: pd.DataFrame) -> dict:
+    """{dataset: {task: {model: {method: {R1, R5, R10, MedR, samples_per_s, step_ms, peak_mem_mb}}}}}."""
+    nested: dict = {}
+    for row in _rounded(df).to_dict("records"):
+        leaf = nested.setdefault(row["dataset"], {}).setdefault(row["task"], {}).setdefault(row["model"], {})
+        leaf[row["method"]] = {k: _json_value(row[k]) for k in DVC_KEYS}
+    return nested
+
+
+def _write_csv(path: str | os.PathLike, df: pd.DataFrame) -> None:
+    with atomic_path(path) as tmp:
+        _rounded(df).to_csv(tmp, index=False)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Plots. A bare Figure with the Agg canvas: no pyplot global state, no display needed, safe under Snakemake.
+
+
+def _new_figure(n_panels: int, width: float = 5.0, height: float = 4.0) -> tuple[Figure, list]:
+    fig = Figure(figsize=(width * n_panels, height), layout="constrained")
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(1, n_panels, squeeze=False)[0]
+    return fig, list(axes)
+
+
+def _save_png(fig: Figure, path: Path) -> None:
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=120)
+
+
+_MARKERS = {"finetune": "o", "multitask": "s", "meltr": "^"}
+_COLOURS = {"finetune": "tab:blue", "multitask": "tab:orange", "meltr": "tab:green"}
+
+
+def _method_style(method: str, i: int) -> tuple[str, str]:
+    extra_markers, extra_colours = "DvP*X", ["tab:red", "tab:purple", "tab:brown", "tab:pink", "tab:gray"]
+    return (_MARKERS.get(method, extra_markers[i % len(extra_markers)]),
+            _COLOURS.get(method, extra_colours[i % len(extra_colours)]))
+
+
+def plot_quality_vs_throughput(df: pd.DataFrame, path: Path) -> None:
+    """t2v R@1 against samples/s, one panel per (dataset, task) since chance differs between them."""
+    panels = list(df.groupby(["dataset", "task"], sort=True))
+    fig, axes = _new_figure(len(panels))
+    methods = sorted(df["method"].unique(), key=_method_rank)
+    for ax, ((dataset, task), group) in zip(axes, panels):
+        for i, method in enumerate(methods):
+            sub = group[group["method"] == method]
+            if sub.empty:
+                continue
+            marker, colour = _method_style(method, i)
+            ax.scatter(sub["samples_per_s"], sub["R1"], marker=marker, color=colour, s=60,
+                       label=METHOD_LABEL.get(method, method), zorder=3)
+            for _, r in sub.iterrows():
+                ax.annotate(r["model"], (r["samples_per_s"], r["R1"]), textcoords="offset points",
+                            xytext=(5, 5), fontsize=8)
+        # One n_test per (dataset, task) in practice; if not, draw each chance level.
+        for chance in sorted(group["chance_R1"].dropna().unique()):
+            ax.axhline(chance, linestyle="--", color="gray", linewidth=1, label=f"chance ({chance:.2f})")
+        sps = group["samples_per_s"]
+        if (sps > 0).all() and sps.max() / sps.min() > 20:  # model sizes span decades of throughput
+            ax.set_xscale("log")
+        ax.set_xlabel("training throughput (samples/s)")
+        ax.set_ylabel("text-to-video R@1 (%)")
+        ax.set_ylim(bottom=0)  # R@1 is a percentage: a zero baseline keeps gaps in proportion
+        ax.set_title(f"{dataset} {task}")
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=8)
+    _save_png(fig, path)
+
+
+def _weights_series(log_path: Path) -> dict[str, tuple[list, list]]:
+    """{loss name: (steps, weights)} from a train_log.jsonl."""
+    series: dict[str, tuple[list, list]] = {}
+    for i, rec in enumerate(read_jsonl(log_path), 1):
+        where = f"{log_path}:{i}"
+        if "step" not in rec:
+            raise MeltrError(f"{where}: missing key 'step'")
+        weights = rec.get("weights")
+        if not isinstance(weights, dict):
+            raise MeltrError(f"{where}: missing key 'weights' (expected an object of per-loss weights)")
+        for name, w in weights.items():
+            if w is not None and (isinstance(w, bool) or not isinstance(w, (int, float))):
+                raise MeltrError(f"{where}: key 'weights.{name}' expected a number, got {w!r}")
+            steps, values = series.setdefault(name, ([], []))
+            steps.append(rec["step"])
+            values.append(math.nan if w is None else float(w))
+    if not series:
+        raise MeltrError(f"{log_path}: expected at least one training step with 'weights', got none")
+    return series
+
+
+def load_meltr_weights(meltr_runs: pd.DataFrame) -> list[tuple[str, dict[str, tuple[list, list]]]]:
+    """(panel title, {loss: (steps, weights)}) for each MELTR run, from its train_log.jsonl."""
+    return [(f"MELTR weights: {r['dataset']} {r['task']} {r['model']}",
+             _weights_series(Path(r["run_dir"]) / "train_log.jsonl")) for _, r in meltr_runs.iterrows()]
+
+
+def plot_meltr_weights(panels: list[tuple[str, dict[str, tuple[list, list]]]], path: Path) -> None:
+    """MELTR's effective per-loss weights dL_total/dL_m over steps, one panel per MELTR run."""
+    fig, axes = _new_figure(len(panels))
+    for ax, (title, series) in zip(axes, panels):
+        for name in sorted(series):
+            steps, values = series[name]
+            ax.plot(steps, values, label=name, linewidth=1.2)
+        ax.axhline(1.0, linestyle=":", color="gray", linewidth=1)  # the multi-task weight, for reference
+        ax.set_xlabel("training step")
+        ax.set_ylabel("effective weight dL_total / dL_m")
+        ax.set_title(title)
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=8)
+    _save_png(fig, path)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Markdown
+
+
+def _fmt(value: Any, digits: int = 2) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "–"
+    if isinstance(value, float):
+        return f"{value:.{digits}f}"
+    return str(value)
+
+
+def _md_table(headers: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+# (header, column, decimals) of the summary table
+_SUMMARY_COLS = [
+    ("t2v R@1", "R1", 2), ("t2v R@5", "R5", 2), ("t2v R@10", "R10", 2), ("t2v MedR", "MedR", 1),
+    ("v2t R@1", "v2t_R1", 2), ("params (M)", "params_m", 2), ("samples/s", "samples_per_s", 2),
+    ("step ms", "step_ms", 2), ("peak MB", "peak_mem_mb", 1), ("meta-step ms", "meta_step_ms", 2),
+]
+
+
+def _summary_table(df: pd.DataFrame) -> str:
+    headers = ["dataset", "task", "model", "method"] + [h for h, _, _ in _SUMMARY_COLS]
+    rows = [[r[k] for k in ("dataset", "task", "model")] + [METHOD_LABEL.get(r["method"], r["method"])]
+            + [_fmt(r[c], d) for _, c, d in _SUMMARY_COLS] for _, r in df.iterrows()]
+    return _md_table(headers, rows)
+
+
+def _ratio_table(ratios: pd.DataFrame) -> str:
+    def x(v: float) -> str:
+        return "–" if pd.isna(v) else f"{v:.2f}×"
+
+    headers = ["dataset", "task", "model", "MELTR / fine-tune samples/s", "MELTR / multi-task samples/s",
+               "MELTR / fine-tune peak mem", "MELTR / multi-task peak mem"]
+    rows = [[r["dataset"], r["task"], r["model"], x(r["meltr_vs_finetune"]), x(r["meltr_vs_multitask"]),
+             x(r["mem_meltr_vs_finetune"]), x(r["mem_meltr_vs_multitask"])] for _, r in ratios.iterrows()]
+    return _md_table(headers, rows)
+
+
+def _group_sentence(group: pd.DataFrame, ratio: pd.Series) -> str:
+    """One sentence per (dataset, task, model), built only from the numbers present."""
+    dataset, task, model = (group.iloc[0][k] for k in GROUP)
+    by_method = group.set_index("method")
+    if "meltr" not in by_method.index:
+        return f"On {dataset} {task} with the {model} model there is no MELTR run to compare."
+    speed = [f"{ratio[col]:.2f}× the throughput of {name}"
+             for col, name in (("meltr_vs_multitask", "multi-task fine-tuning"),
+                               ("meltr_vs_finetune", "standard fine-tuning")) if not pd.isna(ratio[col])]
+    text = f"On {dataset} {task} with the {model} model, MELTR ran at " + (
+        " and ".join(speed) if speed else "an unknown fraction of the baselines' throughput (no baseline run)")
+    quality = [f"{by_method.at[m, 'R1']:.2f} ({METHOD_LABEL[m]})" for m in ("multitask", "finetune")
+               if m in by_method.index]
+    meltr = by_method.loc["meltr"]
+    text += f"; its text-to-video R@1 was {meltr['R1']:.2f}"
+    if quality:
+        text += " vs " + " and ".join(quality)
+    # Tiny test sets make R@1 coarse: say what one query is worth so small gaps are not over-read.
+    text += f" (chance {meltr['chance_R1']:.2f}; one of the {meltr['n_test']} test queries moves R@1 by "
+    text += f"{100.0 / meltr['n_test']:.2f} points)."
+    if not pd.isna(ratio["mem_meltr_vs_multitask"]):
+        text += f" Its peak memory was {ratio['mem_meltr_vs_multitask']:.2f}× that of multi-task fine-tuning."
+    return text
+
+
+def _summary_paragraph(df: pd.DataFrame, ratios: pd.DataFrame) -> str:
+    ratio_by_group = ratios.set_index(GROUP)
+    sentences = [_group_sentence(group, ratio_by_group.loc[key]) for key, group in df.groupby(GROUP, sort=True)]
+    return " ".join(sentences)
+
+
+def _measured_section(df: pd.DataFrame, ratios: pd.DataFrame) -> str:
+    devices = sorted(df["device"].dropna().unique())
+    timed = sorted({int(v) for v in df["steps_timed"].dropna()})
+    batches = sorted({int(v) for v in df["batch_size"].dropna()})
+    estimators = sorted(df.loc[df["method"] == "meltr", "estimator"].dropna().unique())
+    lines = [
+        "## How this was measured",
+        "",
+        "- Step time is the **median** wall-clock time of a training step after warm-up steps are skipped"
+        + (f" ({', '.join(map(str, timed))} timed steps)" if timed else "")
+        + "; samples/s = batch size / median step time"
+        + (f" (batch size {', '.join(map(str, batches))})" if batches else "") + ".",
+        f"- Device, as named in throughput.json: {', '.join(devices) if devices else 'not recorded'}.",
+        "- The methods compared in one row group were trained in the same run (same data, model and settings), "
+        "so the ratios compare like with like.",
+        "- Peak MB is `peak_mem_mb` from throughput.json; meta-step ms is the median time of MELTR's meta "
+        "step (– for methods without one).",
+        "- Retrieval metrics follow CLIP4Clip's protocol with tie-safe ranks; chance R@1 = 100 / n_test.",
+    ]
+    if estimators:
+        lines.append(f"- MELTR's hypergradient estimator: {', '.join(estimators)}.")
+    mixed = [k for k, g in df.groupby(GROUP, sort=True) if g["device"].nunique() > 1]
+    if mixed:
+        lines.append(f"- **Warning:** runs in {', '.join('/'.join(k) for k in mixed)} were measured on "
+                     "different devices; their ratios mix hardware.")
+    return "\n".join(lines)
+
+
+def _report_markdown(df: pd.DataFrame, ratios: pd.DataFrame, has_weights: bool) -> str:
+    weights = ("![MELTR's effective per-loss weights over training](meltr_weights.png)" if has_weights
+               else "No MELTR run was given, so there is no plot of MELTR's loss weights.")
+    return "\n\n".join([
+        "# MELTR: quality and training cost",
+        _summary_paragraph(df, ratios),
+        "## Results\n\nRetrieval metrics in percent (MedR is a rank: lower is better).\n\n" + _summary_table(df),
+        "## Throughput and memory ratios\n\nBelow 1× on samples/s means MELTR is slower; above 1× on memory "
+        "means it needs more.\n\n" + _ratio_table(ratios),
+        "## Plots\n\n![Text-to-video R@1 against training throughput](quality_vs_throughput.png)\n\n" + weights,
+        _measured_section(df, ratios),
+    ]) + "\n"
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Entry point
+
+
+def build_report(run_dirs: Iterable[str | os.PathLike], summary_csv: str | os.PathLike,
+                 report_dir: str | os.PathLike, metrics_json: str | os.PathLike) -> None:
+    """Write summary_csv, metrics_json (nested for DVC), and report.md + PNG plots in report_dir.
+
+    Every file is written atomically. Everything is read and checked before the first file is written,
+    so bad input leaves the previous outputs untouched.
+    """
+    df = collect_runs(run_dirs)
+    ratios = throughput_ratios(df)
+    # Read the MELTR train logs before writing anything, so a bad log leaves old outputs in place.
+    weight_panels = load_meltr_weights(df[df["method"] == "meltr"])
+    report_md = _report_markdown(df, ratios, has_weights=bool(weight_panels))
+    report_dir = Path(report_dir)
+
+    _write_csv(summary_csv, df)
+    write_json(metrics_json, _dvc_metrics(df))
+    plot_quality_vs_throughput(df, report_dir / "quality_vs_throughput.png")
+    weights_png = report_dir / "meltr_weights.png"
+    if weight_panels:
+        plot_meltr_weights(weight_panels, weights_png)
+    else:
+        weights_png.unlink(missing_ok=True)  # a plot left from an earlier report would contradict report.md
+    write_text(report_dir / "report.md", report_md)

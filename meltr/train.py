@@ -1,0 +1,216 @@
+"""One training loop for every method: finetune, multitask and MELTR differ only in their combiner.
+
+Timing is honest: the device is synchronised before each clock read, warm-up steps are excluded, the
+timed window is a multiple of the meta interval k (every window holds the same number of meta steps),
+and logging work (MELTR's effective weights) happens outside the timed region.
+"""
+from __future__ import annotations
+
+import math
+import resource
+import time
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from .combiners import build_combiner
+from .data.batching import Batcher, Tokenized, epoch_order, tokenize
+from .errors import MeltrError
+from .features.store import FeatureStore
+from .io import atomic_path, read_jsonl, write_json, write_jsonl
+from .models.presets import get_preset
+from .models.tokenizer import load_tokenizer
+from .models.univl import LOSS_NAMES, PRIMARY, VideoLanguageModel, count_parameters
+
+
+@dataclass
+class TrainConfig:
+    method: str = "multitask"
+    model: str = "tiny"
+    dataset: str = "msrvtt"
+    task: str = "retrieval"
+    steps: int = 300
+    batch_size: int = 16
+    lr: float = 5e-4
+    weight_decay: float = 0.01
+    warmup_frac: float = 0.1        # linear LR warm-up, then linear decay to 0
+    grad_clip: float = 1.0
+    max_words: int = 24
+    mask_prob: float = 0.15
+    timing_warmup: int = 10         # steps excluded from throughput figures
+    nan_patience: int = 5           # consecutive non-finite losses before training stops
+    seed: int = 0
+    device: str = "auto"
+    threads: int | None = None
+    meltr: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        for key in ("steps", "batch_size", "max_words"):
+            if getattr(self, key) < 1:
+                raise MeltrError(f"train.{key}: expected an integer >= 1, got {getattr(self, key)!r}")
+        if self.task not in PRIMARY:
+            raise MeltrError(f"task {self.task!r}: expected one of {sorted(PRIMARY)}")
+        if self.batch_size < 2:
+            raise MeltrError("train.batch_size: expected >= 2 (contrastive losses need negatives)")
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+class PairSampler:
+    """Each epoch visits every training video once, in a seeded order, with one of its captions, so a
+    batch never holds the same video twice (a duplicate would be a false negative for the contrastive
+    losses)."""
+
+    def __init__(self, records: list[dict], tokenizer, cfg: TrainConfig):
+        self.video_ids = [r["video_id"] for r in records]
+        self.offsets = np.cumsum([0] + [len(r["captions"]) for r in records])
+        captions = [c for r in records for c in r["captions"]]
+        self.text = tokenize(tokenizer, captions, cfg.max_words)
+        self.batch_size, self.seed = cfg.batch_size, cfg.seed
+        if len(records) < cfg.batch_size:
+            raise MeltrError(f"train.batch_size {cfg.batch_size}: expected <= the {len(records)} training videos")
+        self.per_epoch = len(records) // cfg.batch_size
+
+    def indices(self, step: int) -> tuple[list[int], list[int]]:
+        """(video rows, caption rows) of batch `step` (0-based), a pure function of (seed, step)."""
+        epoch, within = divmod(step, self.per_epoch)
+        order = epoch_order(len(self.video_ids), self.seed, epoch)
+        videos = order[within * self.batch_size:(within + 1) * self.batch_size]
+        rng = np.random.default_rng([self.seed, epoch, within, 1])
+        caps = [int(self.offsets[v] + rng.integers(self.offsets[v + 1] - self.offsets[v])) for v in videos]
+        return [int(v) for v in videos], caps
+
+
+def build_model(preset_name: str, feature_dim: int, vocab_size: int, max_words: int, max_frames: int,
+                seed: int) -> VideoLanguageModel:
+    torch.manual_seed(seed)
+    return VideoLanguageModel(get_preset(preset_name), feature_dim, vocab_size, max_words, max(32, max_frames))
+
+
+def _to(batch: dict, device: torch.device) -> dict:
+    return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+
+
+def train(train_manifest: str, features_dir: str, out_dir: str, cfg: TrainConfig, progress: bool = True) -> dict:
+    from pathlib import Path
+
+    out = Path(out_dir)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    device = resolve_device(cfg.device)
+    records = read_jsonl(train_manifest)
+    store = FeatureStore(features_dir)
+    tokenizer = load_tokenizer()
+    sampler = PairSampler(records, tokenizer, cfg)
+    video_rows = store.get(sampler.video_ids)
+    batcher = Batcher(tokenizer, cfg.mask_prob)
+
+    model = build_model(cfg.model, store.dim, tokenizer.vocab_size, cfg.max_words, store.frames, cfg.seed)
+    model.to(device).train()
+    combiner = build_combiner(cfg.method, list(LOSS_NAMES), PRIMARY[cfg.task], {"seed": cfg.seed, **cfg.meltr})
+    combiner.to(device)
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    warm = max(1, int(cfg.warmup_frac * cfg.steps))
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: min((s + 1) / warm, max(0.0, (cfg.steps - s) / max(1, cfg.steps - warm))))
+    period = getattr(getattr(combiner, "cfg", None), "k", 1)
+
+    def make_batch(step: int) -> dict:
+        vids, caps = sampler.indices(step)
+        text = Tokenized(sampler.text.ids[caps], sampler.text.mask[caps])
+        gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)
+        return _to(batcher.make(torch.from_numpy(video_rows[vids]), text, gen), device)
+
+    log, step_ms, meta_ms, bad = [], [], [], 0
+    bar = tqdm(range(1, cfg.steps + 1), desc=f"train {cfg.method}/{cfg.model}", unit="step", disable=not progress)
+    for step in bar:
+        batch = make_batch(step - 1)
+        if step == cfg.timing_warmup + 1 and device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
+        _sync(device)
+        t0 = time.perf_counter()
+        losses = model(batch, combiner.loss_names)
+        vec = torch.stack([losses[n] for n in combiner.loss_names])
+        total = combiner(vec)
+        if not torch.isfinite(total):
+            bad += 1
+            if bad >= cfg.nan_patience:
+                raise MeltrError(f"train {cfg.method}/{cfg.model}: loss not finite for {bad} consecutive steps "
+                                 f"(last at step {step}: {dict(zip(combiner.loss_names, vec.tolist()))}); "
+                                 "expected finite losses - lower train.lr or check the features")
+            log.append({"step": step, "skipped": "non-finite loss"})
+            continue
+        bad = 0
+        opt.zero_grad(set_to_none=True)
+        total.backward(inputs=params)  # the combiner's own parameters only move in its meta step
+        torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+        opt.step()
+        sched.step()
+        _sync(device)
+        t1 = time.perf_counter()
+        meta = combiner.meta_step(step, batch, model)
+        _sync(device)
+        t2 = time.perf_counter()
+        step_ms.append((t2 - t0) * 1e3)
+        if meta is not None:
+            meta_ms.append((t2 - t1) * 1e3)
+        weights = combiner.weights(vec)
+        entry = {"step": step, "loss": float(total), "step_ms": step_ms[-1], "meta": meta is not None,
+                 "losses": {n: float(x) for n, x in zip(combiner.loss_names, vec)},
+                 "weights": {n: float(w) for n, w in zip(combiner.loss_names, weights)}}
+        if meta:
+            entry.update(meta)
+        log.append(entry)
+        if step % 10 == 0:
+            bar.set_postfix(loss=f"{float(total):.3f}")
+
+    throughput = _throughput(cfg, step_ms, meta_ms, period, device)
+    throughput.update(params=count_parameters(model), params_m=count_parameters(model) / 1e6,
+                      combiner_params=count_parameters(combiner))
+    out.mkdir(parents=True, exist_ok=True)
+    ckpt = {"model": model.state_dict(), "combiner": combiner.state_dict(), "config": asdict(cfg),
+            "feature_dim": store.dim, "frames": store.frames, "vocab_size": tokenizer.vocab_size}
+    with atomic_path(out / "model.pt") as tmp:
+        torch.save(ckpt, tmp)
+    write_jsonl(out / "train_log.jsonl", log)
+    write_json(out / "throughput.json", throughput)
+    return throughput
+
+
+def _throughput(cfg: TrainConfig, step_ms: list[float], meta_ms: list[float], period: int,
+                device: torch.device) -> dict:
+    times = np.array(step_ms[cfg.timing_warmup:] if len(step_ms) > cfg.timing_warmup else step_ms)
+    n = max(period, (len(times) // period) * period)
+    window = times[-n:] if len(times) >= n else times
+    q1, med, q3 = np.percentile(window, [25, 50, 75]) if len(window) else (math.nan,) * 3
+    if device.type == "cuda":
+        peak = torch.cuda.max_memory_allocated(device) / 2**20
+    else:
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+    return {
+        "method": cfg.method, "model": cfg.model, "dataset": cfg.dataset, "task": cfg.task,
+        "step_ms": float(med), "step_ms_iqr": float(q3 - q1),
+        "samples_per_s": float(cfg.batch_size * len(window) / (window.sum() / 1e3)) if len(window) else math.nan,
+        "meta_step_ms": float(np.median(meta_ms)) if meta_ms else None,
+        "peak_mem_mb": float(peak), "device": _device_name(device), "batch_size": cfg.batch_size,
+        "steps_timed": int(len(window)), "estimator": cfg.meltr.get("estimator", "double_backward")
+        if cfg.method == "meltr" else None,
+    }
+
+
+def _device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"cpu ({torch.get_num_threads()} threads)"

@@ -1,0 +1,41 @@
+# Grid, wildcard constraints and small helpers shared by the rules.
+import os
+import shlex
+from pathlib import Path
+
+GRID = config["grid"]
+DATASETS, TASKS, METHODS, MODELS = (GRID[k] for k in ("datasets", "tasks", "methods", "models"))
+# One run directory per grid cell.
+RUN = "results/runs/{dataset}/{task}/{method}/{model}"
+RUN_MODEL = "results/runs/{dataset}/{task}/{method}/{model}/model.pt"
+RUN_LOG = "results/runs/{dataset}/{task}/{method}/{model}/train_log.jsonl"
+RUN_THROUGHPUT = "results/runs/{dataset}/{task}/{method}/{model}/throughput.json"
+RUN_METRICS = "results/runs/{dataset}/{task}/{method}/{model}/metrics.json"
+
+
+def code(*parts):
+    """Input files for the package modules a job runs. Editing one reruns the jobs it affects
+    (Snakemake's own code trigger does not see modules imported by a shell command)."""
+    files = []
+    for part in ("errors.py", "io.py", "cli.py") + parts:
+        path = Path("meltr") / part
+        files += sorted(str(p) for p in path.rglob("*.py")) if path.is_dir() else [str(path)]
+    return files
+
+
+def flags(section, prefix=""):
+    """A params.yaml section as explicit CLI flags: {batch_size: 16} -> --batch-size 16."""
+    return " ".join(
+        f"--{prefix}{key.replace('_', '-')} {shlex.quote(str(value))}"
+        for key, value in sorted(section.items())
+        if value is not None
+    )
+
+
+def grid(pattern):
+    return expand(pattern, dataset=DATASETS, task=TASKS, method=METHODS, model=MODELS)
+
+
+def dataset_root(wildcards):
+    """A synthetic dataset is an output of `synth`; a real download is a plain input folder."""
+    return config["datasets"][wildcards.dataset]["root"]

@@ -1,0 +1,49 @@
+# One cell of the grid: train, then evaluate on the test split.
+
+
+rule train:
+    output:
+        model=RUN_MODEL,
+        log=RUN_LOG,
+        throughput=RUN_THROUGHPUT,
+    input:
+        train="results/prepared/{dataset}/train.jsonl",
+        features="results/features/{dataset}",
+        code=code("data", "models", "combiners", "meta", "features/store.py", "train.py"),
+    params:
+        out=lambda wc, output: os.path.dirname(output.model),
+        train=flags(config["train"]),
+        meltr=flags(config["meltr"], prefix="meltr-"),
+        seed=config["seed"],
+    # All cores: throughput figures are only comparable when training jobs do not share the machine.
+    threads: workflow.cores
+    resources:
+        gpu=lambda wc: 1 if config["train"]["device"] == "cuda" else 0,
+    log:
+        "logs/train/{dataset}.{task}.{method}.{model}.log",
+    benchmark:
+        "benchmarks/train/{dataset}.{task}.{method}.{model}.tsv"
+    shell:
+        "meltr train --dataset {wildcards.dataset} --task {wildcards.task} --method {wildcards.method}"
+        " --model {wildcards.model} --train-manifest {input.train} --features {input.features}"
+        " --out {params.out} {params.train} {params.meltr} --seed {params.seed} --threads {threads}"
+        " > {log} 2>&1"
+
+
+rule evaluate:
+    output:
+        RUN_METRICS,
+    input:
+        model=RUN_MODEL,
+        test="results/prepared/{dataset}/test.jsonl",
+        features="results/features/{dataset}",
+        code=code("data", "models", "metrics", "features/store.py", "train.py", "evaluate.py"),
+    params:
+        device=config["train"]["device"],
+    log:
+        "logs/evaluate/{dataset}.{task}.{method}.{model}.log",
+    benchmark:
+        "benchmarks/evaluate/{dataset}.{task}.{method}.{model}.tsv"
+    shell:
+        "meltr evaluate --checkpoint {input.model} --test-manifest {input.test} --features {input.features}"
+        " --device {params.device} --out {output} > {log} 2>&1"

@@ -50,6 +50,11 @@ class TrainConfig:
         for key in ("steps", "batch_size", "max_words"):
             if getattr(self, key) < 1:
                 raise MeltrError(f"train.{key}: expected an integer >= 1, got {getattr(self, key)!r}")
+        from .combiners import REGISTRY
+
+        if self.method not in REGISTRY:
+            raise MeltrError(f"method {self.method!r}: expected one of {sorted(REGISTRY)}")
+        get_preset(self.model)  # unknown size -> MeltrError naming it
         if self.task not in PRIMARY:
             raise MeltrError(f"task {self.task!r}: expected one of {sorted(PRIMARY)}")
         if self.batch_size < 2:

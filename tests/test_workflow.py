@@ -1,0 +1,102 @@
+"""End to end: the Snakemake workflow and `dvc repro` on a tiny configuration in a temporary copy."""
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.slow
+
+
+def tiny_params() -> dict:
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    params["synth"]["msrvtt"].update(n_train=24, n_test=8, captions_per_video=2, seconds=2.0, size=32)
+    params["train"].update(steps=9, batch_size=4, timing_warmup=3)
+    params["features"].update(batch_size=8)
+    return params
+
+
+def make_project(dest: Path, params: dict) -> Path:
+    for name in ("Snakefile", "dvc.yaml", ".dvcignore", ".gitignore"):
+        shutil.copy(ROOT / name, dest / name)
+    shutil.copytree(ROOT / "workflow", dest / "workflow")
+    shutil.copytree(ROOT / "meltr", dest / "meltr", ignore=shutil.ignore_patterns("__pycache__"))
+    (dest / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    return dest
+
+
+def sh(*cmd: str, cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
+    proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+    return proc
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory) -> Path:
+    """A tiny project after one full `snakemake --cores 2` run."""
+    project = make_project(tmp_path_factory.mktemp("workflow"), tiny_params())
+    sh("snakemake", "--cores", "2", cwd=project)
+    return project
+
+
+def test_workflow_writes_summary_report_and_metrics(finished):
+    rows = list(csv.DictReader((finished / "results/summary.csv").open()))
+    assert [r["method"] for r in rows] == ["finetune", "multitask", "meltr"]
+    for column in ("dataset", "task", "method", "model", "params_m", "R1", "R5", "R10", "MedR",
+                   "samples_per_s", "step_ms", "peak_mem_mb", "meta_step_ms"):
+        assert column in rows[0]
+    assert all(float(r["samples_per_s"]) > 0 for r in rows)
+    assert rows[2]["meta_step_ms"] not in ("", "nan") and rows[0]["meta_step_ms"] in ("", "nan")
+    report = (finished / "results/report/report.md").read_text()
+    assert "meltr" in report and "quality_vs_throughput.png" in report
+    assert (finished / "results/report/quality_vs_throughput.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    metrics = json.loads((finished / "results/metrics.json").read_text())
+    assert set(metrics["msrvtt"]["retrieval"]["tiny"]) == {"finetune", "multitask", "meltr"}
+    log = [json.loads(line) for line in (finished / "results/runs/msrvtt/retrieval/meltr/tiny/train_log.jsonl").open()]
+    assert sum(e["meta"] for e in log) == 3  # steps 3, 6, 9 with k = 3
+    assert set(log[0]["weights"]) == {"joint", "align", "cmlm", "cmfm", "decoder"}
+    for stage in ("synth", "prepare", "features", "report"):
+        assert list((finished / "logs").glob(f"{stage}*")), stage
+    assert (finished / "benchmarks/train/msrvtt.retrieval.meltr.tiny.tsv").exists()
+
+
+def test_nothing_to_do_after_a_run_and_code_edits_rerun_their_jobs(finished):
+    assert "Nothing to be done" in sh("snakemake", "-n", cwd=finished).stdout
+    report_py = finished / "meltr/report.py"
+    original = report_py.read_text()
+    try:
+        report_py.write_text(original + "\n# an edit\n")
+        dry = sh("snakemake", "-n", cwd=finished).stdout
+        assert "rule report" in dry and "rule train" not in dry
+    finally:
+        report_py.write_text(original)
+
+
+def test_invalid_params_are_rejected_before_any_job(tmp_path):
+    params = tiny_params()
+    params["grid"]["methods"] = ["finetune", "bogus"]
+    project = make_project(tmp_path, params)
+    proc = sh("snakemake", "-n", cwd=project, check=False)
+    assert proc.returncode != 0
+    assert "bogus" in proc.stdout + proc.stderr
+
+
+def test_dvc_repro_then_status_clean(tmp_path):
+    project = make_project(tmp_path, tiny_params())
+    for cmd in (["git", "init", "-q", "-b", "main"], ["dvc", "init", "-q"],
+                ["dvc", "config", "core.autostage", "true"], ["git", "add", "-A"],
+                ["git", "commit", "-qm", "init"]):
+        sh(*cmd, cwd=project)
+    sh("dvc", "repro", cwd=project)
+    assert "up to date" in sh("dvc", "status", cwd=project).stdout
+    assert "Nothing to be done" in sh("snakemake", "-n", cwd=project).stdout
+    shown = json.loads(sh("dvc", "metrics", "show", "--json", cwd=project).stdout)
+    assert "results/metrics.json" in json.dumps(shown)
+    assert "didn't change" in sh("dvc", "repro", cwd=project).stdout

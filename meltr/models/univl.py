@@ -67,8 +67,10 @@ class VideoLanguageModel(nn.Module):
                          add_cross_attention=True),
             add_pooling_layer=False,
         )
-        # UniVL ties the decoder's and the MLM head's vocabulary to the text word embeddings.
-        self.decoder.embeddings.word_embeddings = self.text.embeddings.word_embeddings
+        # UniVL ties the decoder's and the MLM head's vocabulary to the text word embeddings. Share the
+        # Parameter, not the module: torch.func.functional_call (MELTR's jvp and finite-difference meta
+        # steps) restores a module seen under two paths wrongly and leaves a detached tensor behind.
+        self.decoder.embeddings.word_embeddings.weight = self.text.embeddings.word_embeddings.weight
         self.lm_transform = nn.Sequential(nn.Linear(h, h), nn.GELU(), nn.LayerNorm(h))
         self.lm_bias = nn.Parameter(torch.zeros(vocab_size))
         self.align_head = nn.Linear(h, 1)

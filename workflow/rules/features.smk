@@ -11,7 +11,7 @@ rule features:
     params:
         settings=flags(config["features"]),
         seed=config["seed"],
-    threads: 2
+    threads: workflow.cores
     log:
         "logs/features/{dataset}.log",
     benchmark:

@@ -40,10 +40,12 @@ rule evaluate:
         code=code("data", "models", "metrics", "features/store.py", "train.py", "evaluate.py"),
     params:
         device=config["train"]["device"],
+    # Also all cores: an evaluation beside a training job would distort that job's timing.
+    threads: workflow.cores
     log:
         "logs/evaluate/{dataset}.{task}.{method}.{model}.log",
     benchmark:
         "benchmarks/evaluate/{dataset}.{task}.{method}.{model}.tsv"
     shell:
         "meltr evaluate --checkpoint {input.model} --test-manifest {input.test} --features {input.features}"
-        " --device {params.device} --out {output} > {log} 2>&1"
+        " --device {params.device} --threads {threads} --out {output} > {log} 2>&1"

@@ -1,0 +1,201 @@
+"""`meltr bench meltr-step`: what one MELTR training step costs, measured side by side in one process.
+
+Every method trains a fresh copy of the same model (same seed) on the same pre-built batches:
+finetune, multitask, and meltr with each hypergradient estimator. Windows are multiples of k so every
+window holds the same number of meta steps; the device is synchronised before each clock read;
+warm-up steps are excluded. Each estimator's hypergradient is also compared with `double_backward`
+(the official computation) on the same state and the same meta batches.
+"""
+from __future__ import annotations
+
+import contextlib
+import math
+import resource
+import threading
+import time
+
+import numpy as np
+import psutil
+import torch
+from torch.func import functional_call
+from torch.nn.attention import SDPBackend, sdpa_kernel
+
+from .combiners import build_combiner
+from .data.batching import Batcher, tokenize
+from .meta.hypergradient import ESTIMATORS, NEEDS_MATH_SDPA, hypergradient
+from .models.tokenizer import load_tokenizer
+from .models.univl import LOSS_NAMES, PRIMARY
+from .train import _sync, build_model, resolve_device
+
+COLOURS = ["red", "green", "blue", "yellow", "white", "purple"]
+SHAPES = ["circle", "square", "triangle", "cross"]
+MOTIONS = ["left", "right", "up", "down"]
+
+
+def synthetic_batches(n: int, batch_size: int, frames: int, dim: int, max_words: int, seed: int,
+                      device: torch.device) -> list[dict]:
+    """Batches shaped like the pipeline's (random features, real captions through the real tokenizer)."""
+    tok = load_tokenizer()
+    batcher = Batcher(tok)
+    rng = np.random.default_rng(seed)
+    gen = torch.Generator().manual_seed(seed)
+    out = []
+    for _ in range(n):
+        caps = [f"a {rng.choice(COLOURS)} {rng.choice(SHAPES)} moves {rng.choice(MOTIONS)}"
+                for _ in range(batch_size)]
+        video = torch.randn((batch_size, frames, dim), generator=gen)
+        batch = batcher.make(video, tokenize(tok, caps, max_words), gen)
+        out.append({k: v.to(device) for k, v in batch.items()})
+    return out
+
+
+class PeakRSS:
+    """Peak resident memory above the level at entry, sampled every 2 ms (CPU has no allocator stats)."""
+
+    def __enter__(self):
+        self.proc = psutil.Process()
+        self.base = self.peak = self.proc.memory_info().rss
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._watch, daemon=True)
+        self._thread.start()
+        return self
+
+    def _watch(self):
+        while not self._stop.wait(0.002):
+            self.peak = max(self.peak, self.proc.memory_info().rss)
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, self.proc.memory_info().rss)
+
+    @property
+    def mb(self) -> float:
+        return (self.peak - self.base) / 2**20
+
+
+def time_method(method: str, estimator: str | None, batches: list[dict], model_name: str, k: int,
+                warmup: int, steps: int, device: torch.device, seed: int, meltr_cfg: dict) -> dict:
+    """Median step time (ms), samples/s over the window, meta-step time and peak memory of one method."""
+    model = build_model(model_name, batches[0]["video"].shape[-1], load_tokenizer().vocab_size,
+                        batches[0]["text_ids"].shape[1], batches[0]["video"].shape[1], seed).to(device).train()
+    cfg = {**meltr_cfg, "k": k, "seed": seed}
+    if estimator:
+        cfg["estimator"] = estimator
+    combiner = build_combiner(method, list(LOSS_NAMES), PRIMARY["retrieval"], cfg).to(device)
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=1e-4)
+    times, meta_times = [], []
+    memory = contextlib.nullcontext() if device.type == "cuda" else PeakRSS()
+    with memory as rss:
+        for step in range(1, warmup + steps + 1):
+            if step == warmup + 1 and device.type == "cuda":
+                torch.cuda.reset_peak_memory_stats(device)
+            batch = batches[(step - 1) % len(batches)]
+            _sync(device)
+            t0 = time.perf_counter()
+            losses = model(batch, combiner.loss_names)
+            total = combiner(torch.stack([losses[n] for n in combiner.loss_names]))
+            opt.zero_grad(set_to_none=True)
+            total.backward(inputs=params)
+            opt.step()
+            _sync(device)
+            t1 = time.perf_counter()
+            meta = combiner.meta_step(step, batch, model)
+            _sync(device)
+            t2 = time.perf_counter()
+            if step > warmup:
+                times.append((t2 - t0) * 1e3)
+                if meta is not None:
+                    meta_times.append((t2 - t1) * 1e3)
+    window = np.array(times)
+    peak = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else rss.mb
+    return {"step_ms": float(np.median(window)), "samples_per_s": float(len(window) * batches[0]["video"].shape[0]
+                                                                       / (window.sum() / 1e3)),
+            "meta_step_ms": float(np.median(meta_times)) if meta_times else None, "peak_mem_mb": float(peak),
+            "attention_kernel": "math" if estimator in NEEDS_MATH_SDPA else "default"}
+
+
+def estimator_accuracy(batches: list[dict], model_name: str, seed: int, device: torch.device,
+                       meltr_cfg: dict) -> dict:
+    """Each estimator's hypergradient against double_backward, same state, same meta batches."""
+    model = build_model(model_name, batches[0]["video"].shape[-1], load_tokenizer().vocab_size,
+                        batches[0]["text_ids"].shape[1], batches[0]["video"].shape[1], seed).to(device).eval()
+    combiner = build_combiner("meltr", list(LOSS_NAMES), PRIMARY["retrieval"], {**meltr_cfg, "seed": seed}).to(device)
+    names = [n for n, p in model.named_parameters() if p.requires_grad]
+    params = [p for p in model.parameters() if p.requires_grad]
+    bt, bv = batches[0], batches[1]
+
+    def task_losses(ps):
+        out = functional_call(model, dict(zip(names, ps)), (bt, combiner.loss_names))
+        return torch.stack([out[n] for n in combiner.loss_names])
+
+    def val_loss(ps):
+        return functional_call(model, dict(zip(names, ps)), (bv, (combiner.primary,)))[combiner.primary]
+
+    grads = {}
+    for est in ESTIMATORS:
+        with sdpa_kernel(SDPBackend.MATH):
+            g = hypergradient(combiner.net, task_losses, val_loss, params, est,
+                              neumann_terms=meltr_cfg.get("neumann_terms", 3),
+                              neumann_alpha=meltr_cfg.get("neumann_alpha", 1e-2),
+                              fd_eps=meltr_cfg.get("fd_eps", 1e-2))
+        grads[est] = torch.cat([x.reshape(-1) for x in g]).double()
+    ref = grads["double_backward"]
+    return {est: {"cosine_vs_double_backward": float(torch.nn.functional.cosine_similarity(g, ref, dim=0)),
+                  "rel_err_vs_double_backward": float((g - ref).norm() / ref.norm().clamp(min=1e-30))}
+            for est, g in grads.items()}
+
+
+def bench_meltr_step(model: str = "tiny", k: int = 3, steps: int = 30, warmup: int | None = None,
+                     batch_size: int = 16, frames: int = 8, feature_dim: int = 320, max_words: int = 24,
+                     device: str = "auto", seed: int = 0, meltr_cfg: dict | None = None) -> dict:
+    dev = resolve_device(device)
+    meltr_cfg = dict(meltr_cfg or {})
+    steps = max(k, math.ceil(max(steps, 20) / k) * k)  # at least 20 timed steps, a multiple of k
+    warmup = warmup if warmup is not None else max(2 * k, 6)
+    warmup = math.ceil(warmup / k) * k
+    batches = synthetic_batches(max(12, 2 * k), batch_size, frames, feature_dim, max_words, seed, dev)
+    runs = {"finetune": time_method("finetune", None, batches, model, k, warmup, steps, dev, seed, meltr_cfg),
+            "multitask": time_method("multitask", None, batches, model, k, warmup, steps, dev, seed, meltr_cfg)}
+    for est in ESTIMATORS:
+        runs[f"meltr/{est}"] = time_method("meltr", est, batches, model, k, warmup, steps, dev, seed, meltr_cfg)
+    accuracy = estimator_accuracy(batches, model, seed, dev, meltr_cfg)
+    ft, mt = runs["finetune"], runs["multitask"]
+    estimators = {}
+    for est in ESTIMATORS:
+        r = runs[f"meltr/{est}"]
+        estimators[est] = {
+            **r, **accuracy[est],
+            "ratio_vs_multitask": r["samples_per_s"] / mt["samples_per_s"],
+            "ratio_vs_finetune": r["samples_per_s"] / ft["samples_per_s"],
+            "mem_ratio_vs_multitask": r["peak_mem_mb"] / mt["peak_mem_mb"] if mt["peak_mem_mb"] > 0 else None,
+        }
+    params = sum(p.numel() for p in build_model(model, feature_dim, load_tokenizer().vocab_size, max_words,
+                                                  frames, seed).parameters())
+    return {"model": model, "params_m": params / 1e6, "k": k, "batch_size": batch_size, "steps_timed": steps,
+            "warmup": warmup, "device": _device_label(dev), "torch": torch.__version__,
+            "memory": "torch.cuda.max_memory_allocated" if dev.type == "cuda" else "peak RSS increase (sampled)",
+            "finetune": ft, "multitask": mt, "estimators": estimators}
+
+
+def _device_label(dev: torch.device) -> str:
+    if dev.type == "cuda":
+        return torch.cuda.get_device_name(dev)
+    return f"cpu ({torch.get_num_threads()} threads)"
+
+
+def format_table(result: dict) -> str:
+    lines = [f"meltr-step bench: model {result['model']} ({result['params_m']:.2f}M params), k={result['k']}, "
+             f"batch {result['batch_size']}, {result['steps_timed']} timed steps, {result['device']}",
+             f"{'method':<28}{'step ms':>9}{'samples/s':>11}{'meta ms':>9}{'peak MB':>9}"
+             f"{'vs multi':>9}{'vs ft':>7}{'mem/multi':>10}{'rel err':>10}{'cos':>8}"]
+    for name in ("finetune", "multitask"):
+        r = result[name]
+        lines.append(f"{name:<28}{r['step_ms']:>9.1f}{r['samples_per_s']:>11.1f}{'':>9}{r['peak_mem_mb']:>9.0f}")
+    for est, r in result["estimators"].items():
+        mem = f"{r['mem_ratio_vs_multitask']:.2f}" if r["mem_ratio_vs_multitask"] is not None else "n/a"
+        lines.append(f"{'meltr/' + est:<28}{r['step_ms']:>9.1f}{r['samples_per_s']:>11.1f}{r['meta_step_ms']:>9.1f}"
+                     f"{r['peak_mem_mb']:>9.0f}{r['ratio_vs_multitask']:>9.2f}{r['ratio_vs_finetune']:>7.2f}"
+                     f"{mem:>10}{r['rel_err_vs_double_backward']:>10.1e}{r['cosine_vs_double_backward']:>8.4f}")
+    return "\n".join(lines)

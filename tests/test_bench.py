@@ -1,0 +1,31 @@
+"""`meltr bench meltr-step` runs every method on the same batches and writes the documented keys."""
+from __future__ import annotations
+
+import json
+
+from meltr.cli import main
+
+
+def test_meltr_step_bench_writes_ratios_and_errors(tmp_path, capsys):
+    out = tmp_path / "bench.json"
+    assert main(["bench", "meltr-step", "--model", "tiny", "--k", "3", "--steps", "3", "--batch-size", "4",
+                 "--threads", "1", "--meltr-dropout", "0", "--json", str(out)]) == 0
+    table = capsys.readouterr().out
+    assert "meltr/finite_difference" in table and "multitask" in table
+    result = json.loads(out.read_text())
+    assert result["steps_timed"] == 21  # at least 20 timed steps, a multiple of k
+    for name in ("double_backward", "neumann", "jvp", "finite_difference"):
+        est = result["estimators"][name]
+        for key in ("ratio_vs_multitask", "ratio_vs_finetune", "mem_ratio_vs_multitask",
+                    "rel_err_vs_double_backward", "meta_step_ms"):
+            assert key in est
+        assert est["ratio_vs_multitask"] > 0
+    assert result["estimators"]["double_backward"]["rel_err_vs_double_backward"] == 0
+    assert result["estimators"]["jvp"]["rel_err_vs_double_backward"] < 1e-4
+    assert result["estimators"]["jvp"]["attention_kernel"] == "math"
+    assert result["estimators"]["finite_difference"]["attention_kernel"] == "default"
+
+
+def test_unknown_model_size_is_one_line(capsys):
+    assert main(["bench", "meltr-step", "--model", "huge"]) == 2
+    assert "model size 'huge'" in capsys.readouterr().err

@@ -1,0 +1,317 @@
+"""VideoLanguageModel losses, decoder causality, retrieval scores, and the Batcher's masks.
+
+Everything runs on a tiny random-init model (hidden 16, one layer per tower) and a batch of B=4 random
+videos (T=4 frames, D=12 features) with real WordPiece captions.
+"""
+import pytest
+import torch
+
+from meltr.data.batching import Batcher, tokenize
+from meltr.models.presets import ModelPreset
+from meltr.models.tokenizer import load_tokenizer
+from meltr.models.univl import LOSS_NAMES, PRIMARY, VideoLanguageModel
+
+B, T, D, MAX_WORDS = 4, 4, 12, 10
+CAPTIONS = [
+    "a man is cooking pasta",
+    "a dog runs in the park",
+    "two people talk",
+    "a red car drives fast on a road",
+]
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny tensors: intra-op threads only add synchronisation, which stalls badly on a loaded 2-core box."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def tiny_preset(dropout: float = 0.0) -> ModelPreset:
+    return ModelPreset("test", hidden=16, heads=2, text_layers=1, video_layers=1, cross_layers=1,
+                       decoder_layers=1, intermediate=32, dropout=dropout)
+
+
+@pytest.fixture(scope="module")
+def tok():
+    return load_tokenizer()
+
+
+@pytest.fixture(scope="module")
+def tokenized(tok):
+    return tokenize(tok, CAPTIONS, MAX_WORDS)
+
+
+@pytest.fixture(scope="module")
+def video():
+    return torch.randn(B, T, D, generator=torch.Generator().manual_seed(123))
+
+
+@pytest.fixture
+def batch(tok, tokenized, video):
+    return Batcher(tok).make(video, tokenized, torch.Generator().manual_seed(0))
+
+
+@pytest.fixture
+def model(tok):
+    torch.manual_seed(0)
+    return VideoLanguageModel(tiny_preset(), D, len(tok), max_words=MAX_WORDS, max_frames=T)
+
+
+def grads_by_name(model):
+    return {n: p.grad for n, p in model.named_parameters()}
+
+
+def nonzero(g):
+    return g is not None and bool((g != 0).any())
+
+
+def reached(grads, prefix):
+    """Some parameter under `prefix` received a non-zero gradient."""
+    hits = [n for n in grads if n == prefix or n.startswith(prefix + ".")]
+    assert hits, f"no parameter named {prefix}"
+    return any(nonzero(grads[n]) for n in hits)
+
+
+# ------------------------------------------------------------------------------------------ losses
+def test_primary_losses_are_known():
+    assert set(PRIMARY.values()) <= set(LOSS_NAMES)
+    assert PRIMARY["retrieval"] == "align" and PRIMARY["captioning"] == "decoder"
+
+
+def test_all_losses_are_finite_scalars(model, batch):
+    out = model(batch)
+    assert tuple(out) == LOSS_NAMES
+    for name, loss in out.items():
+        assert loss.shape == (), name
+        assert torch.isfinite(loss), name
+        assert loss.requires_grad, name
+    # Cross-entropy losses from random init are far from zero; NCE over >= 4 masked frames is > 0.
+    for name in ("align", "cmlm", "cmfm", "decoder"):
+        assert out[name].item() > 0.1, name
+
+
+# which parameter groups each loss must reach, and which it must not touch
+REACH = {
+    "joint": (["text.embeddings", "text.encoder", "video_in", "video.encoder"],
+              ["cross", "align_head", "logit_scale", "decoder", "lm_transform", "lm_bias", "mfm_head"]),
+    "align": (["text.embeddings", "text.encoder", "video_in", "video.encoder", "cross.encoder", "align_head",
+               "logit_scale"],
+              ["decoder", "lm_transform", "lm_bias", "mfm_head"]),
+    "cmlm": (["text.embeddings.word_embeddings", "text.encoder", "video_in", "video.encoder", "cross.encoder",
+              "lm_transform", "lm_bias"],
+             ["decoder", "align_head", "logit_scale", "mfm_head"]),
+    "cmfm": (["text.encoder", "video_in", "video.encoder", "cross.encoder", "mfm_head"],
+             ["decoder", "align_head", "logit_scale", "lm_transform", "lm_bias"]),
+    "decoder": (["decoder.encoder", "decoder.embeddings.position_embeddings", "lm_transform", "lm_bias",
+                 "text.embeddings.word_embeddings", "cross.encoder", "video_in"],
+                ["align_head", "logit_scale", "mfm_head"]),
+}
+
+
+@pytest.mark.parametrize("name", LOSS_NAMES)
+def test_each_loss_reaches_its_parameters(model, batch, name):
+    out = model(batch, [name])
+    assert list(out) == [name]
+    out[name].backward()
+    grads = grads_by_name(model)
+    must, must_not = REACH[name]
+    for prefix in must:
+        assert reached(grads, prefix), f"{name} does not reach {prefix}"
+    for prefix in must_not:
+        assert not reached(grads, prefix), f"{name} reaches {prefix}"
+
+
+def test_decoder_cross_attention_gets_gradient(model, batch):
+    model(batch, ["decoder"])["decoder"].backward()
+    grads = grads_by_name(model)
+    cross_attn = [n for n in grads if n.startswith("decoder.") and "crossattention" in n]
+    assert cross_attn, "decoder has no cross-attention parameters"
+    assert any(nonzero(grads[n]) for n in cross_attn)
+
+
+def test_forward_subset_computes_only_that(model, batch):
+    calls = {"text": 0, "video": 0, "cross": 0, "decoder": 0}
+    for part in calls:
+        getattr(model, part).register_forward_hook(lambda *a, part=part: calls.__setitem__(part, calls[part] + 1))
+    out = model(batch, ["align"])
+    assert list(out) == ["align"]
+    # one unmasked text/video encoding; the cross encoder once for the B x B pairs; no masked pass, no decoder
+    assert calls == {"text": 1, "video": 1, "cross": 1, "decoder": 0}
+    out["align"].backward()
+    grads = grads_by_name(model)
+    for prefix in ("decoder.encoder", "lm_transform", "lm_bias", "mfm_head"):
+        assert not reached(grads, prefix)
+
+
+def test_forward_subset_values_match_full_forward(model, batch):
+    model.eval()
+    full = model(batch)
+    for name in LOSS_NAMES:
+        torch.testing.assert_close(model(batch, [name])[name], full[name], rtol=1e-6, atol=1e-6)
+    # order follows the request, not LOSS_NAMES
+    pair = model(batch, ["decoder", "align"])
+    assert list(pair) == ["decoder", "align"]
+
+
+def test_masked_losses_only_encode_masked_inputs(model, batch):
+    calls = {"text": 0, "decoder": 0}
+    for part in calls:
+        getattr(model, part).register_forward_hook(lambda *a, part=part: calls.__setitem__(part, calls[part] + 1))
+    model(batch, ["cmlm", "cmfm"])
+    assert calls == {"text": 1, "decoder": 0}
+
+
+@pytest.mark.parametrize("names", [["nope"], ["align", "captioning"], ["Align"]])
+def test_unknown_loss_names_raise(model, batch, names):
+    with pytest.raises(ValueError, match="unknown losses"):
+        model(batch, names)
+
+
+# ------------------------------------------------------------------------------------------ decoder
+def decoder_states(model, batch):
+    seen = []
+    handle = model.decoder.register_forward_hook(lambda mod, args, kwargs, out: seen.append(out.last_hidden_state),
+                                                 with_kwargs=True)
+    try:
+        loss = model(batch, ["decoder"])["decoder"]
+    finally:
+        handle.remove()
+    assert len(seen) == 1
+    return seen[0], loss
+
+
+def test_decoder_is_causal(model, batch):
+    model.eval()
+    with torch.no_grad():
+        ref, ref_loss = decoder_states(model, batch)
+        n = batch["dec_ids"].shape[1]
+        assert ref.shape[:2] == (B, n)
+        for j in (1, 3, 5):
+            changed = dict(batch)
+            ids = batch["dec_ids"].clone()
+            ids[:, j:] = torch.randint(1000, 2000, ids[:, j:].shape, generator=torch.Generator().manual_seed(j))
+            changed["dec_ids"] = ids
+            new, new_loss = decoder_states(model, changed)
+            # earlier positions see only earlier tokens
+            torch.testing.assert_close(new[:, :j], ref[:, :j], rtol=1e-5, atol=1e-6)
+            # the changed positions do change (so the check above is not vacuous)
+            assert (new[:, j] - ref[:, j]).abs().max() > 1e-3
+            assert new_loss != ref_loss
+
+
+def test_decoder_is_teacher_forced_shift(batch, tokenized):
+    ids, mask = tokenized.ids, tokenized.mask
+    assert torch.equal(batch["dec_ids"], ids[:, :-1])
+    assert torch.equal(batch["dec_mask"], mask[:, :-1])
+    expected = ids[:, 1:].masked_fill(mask[:, 1:] == 0, -100)
+    assert torch.equal(batch["dec_labels"], expected)
+
+
+# ------------------------------------------------------------------------------------------ retrieval
+def test_retrieval_scores_shape_and_pair_scores(model, tokenized, video):
+    model.eval()
+    n_text = 3
+    vm = torch.ones(B, T, dtype=torch.long)
+    ids, tm = tokenized.ids[:n_text], tokenized.mask[:n_text]
+    scores = model.retrieval_scores(ids, tm, video, vm)
+    assert scores.shape == (n_text, B)
+    assert not scores.requires_grad
+    with torch.no_grad():
+        th, vh = model.encode_text(ids, tm), model.encode_video(video, vm)
+        ref = model.pair_scores(th, tm, vh, vm)
+    torch.testing.assert_close(scores, ref, rtol=1e-5, atol=1e-5)
+    # chunking over texts does not change the result
+    torch.testing.assert_close(model.retrieval_scores(ids, tm, video, vm, chunk=1), scores, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(model.retrieval_scores(ids, tm, video, vm, chunk=2), scores, rtol=1e-5, atol=1e-5)
+    # rows differ between texts (the text actually enters the score)
+    assert (scores[0] - scores[1]).abs().max() > 1e-4
+
+
+def test_pair_scores_match_one_pair_at_a_time(model, tokenized, video):
+    model.eval()
+    vm = torch.ones(B, T, dtype=torch.long)
+    with torch.no_grad():
+        th = model.encode_text(tokenized.ids, tokenized.mask)
+        vh = model.encode_video(video, vm)
+        full = model.pair_scores(th, tokenized.mask, vh, vm)
+        for i in range(B):
+            for j in range(B):
+                one = model.pair_scores(th[i:i + 1], tokenized.mask[i:i + 1], vh[j:j + 1], vm[j:j + 1])
+                torch.testing.assert_close(one[0, 0], full[i, j], rtol=1e-5, atol=1e-5)
+
+
+def test_align_loss_is_cross_entropy_of_retrieval_scores(model, batch):
+    model.eval()
+    scores = model.retrieval_scores(batch["text_ids"], batch["text_mask"], batch["video"], batch["video_mask"])
+    target = torch.arange(B)
+    expected = (torch.nn.functional.cross_entropy(scores, target)
+                + torch.nn.functional.cross_entropy(scores.t(), target)) / 2
+    with torch.no_grad():
+        got = model(batch, ["align"])["align"]
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+
+
+# ------------------------------------------------------------------------------------------ batches
+def test_batches_are_deterministic_per_seed(tok, tokenized, video):
+    batcher = Batcher(tok)
+    a = batcher.make(video, tokenized, torch.Generator().manual_seed(7))
+    b = batcher.make(video, tokenized, torch.Generator().manual_seed(7))
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+    c = batcher.make(video, tokenized, torch.Generator().manual_seed(8))
+    d = batcher.make(video, tokenized, torch.Generator().manual_seed(9))
+    differs = [not torch.equal(x["mlm_labels"], a["mlm_labels"]) or not torch.equal(x["mfm_mask"], a["mfm_mask"])
+               for x in (c, d)]
+    assert any(differs)
+
+
+def test_batch_does_not_touch_global_rng(tok, tokenized, video):
+    state = torch.get_rng_state()
+    Batcher(tok).make(video, tokenized, torch.Generator().manual_seed(0))
+    assert torch.equal(torch.get_rng_state(), state)
+
+
+@pytest.mark.parametrize("mask_prob", [0.0, 0.15, 1.0])
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_token_masks(tok, tokenized, video, mask_prob, seed):
+    batch = Batcher(tok, mask_prob=mask_prob).make(video, tokenized, torch.Generator().manual_seed(seed))
+    ids, mask = tokenized.ids, tokenized.mask
+    labels, mlm_ids = batch["mlm_labels"], batch["mlm_ids"]
+    chosen = labels != -100
+    assert chosen.any(1).all(), "every caption must mask at least one word"
+    special = torch.isin(ids, torch.tensor(tok.all_special_ids))
+    assert not (chosen & special).any(), "special tokens are never masked"
+    assert not (chosen & (mask == 0)).any(), "padding is never masked"
+    assert torch.equal(labels[chosen], ids[chosen])
+    assert (mlm_ids[chosen] == tok.mask_token_id).all()
+    assert torch.equal(mlm_ids[~chosen], ids[~chosen])
+    if mask_prob == 0.0:
+        assert (chosen.sum(1) == 1).all()
+    if mask_prob == 1.0:
+        assert torch.equal(chosen, (mask == 1) & ~special)
+
+
+@pytest.mark.parametrize("mask_prob", [0.0, 0.15, 1.0])
+def test_frame_masks(tok, tokenized, video, mask_prob):
+    batch = Batcher(tok, mask_prob=mask_prob).make(video, tokenized, torch.Generator().manual_seed(3))
+    m = batch["mfm_mask"]
+    assert m.dtype == torch.bool and m.shape == (B, T)
+    assert m.any(1).all(), "every video masks at least one frame"
+    assert (batch["mfm_video"][m] == 0).all()
+    assert torch.equal(batch["mfm_video"][~m], video[~m])
+    assert torch.equal(batch["video"], video)
+    assert torch.equal(batch["video_mask"], torch.ones(B, T, dtype=torch.long))
+    if mask_prob == 0.0:
+        assert (m.sum(1) == 1).all()
+    if mask_prob == 1.0:
+        assert m.all()
+
+
+def test_batch_does_not_modify_inputs(tok, tokenized, video):
+    ids, tmask, vid = tokenized.ids.clone(), tokenized.mask.clone(), video.clone()
+    Batcher(tok, mask_prob=1.0).make(video, tokenized, torch.Generator().manual_seed(0))
+    assert torch.equal(tokenized.ids, ids) and torch.equal(tokenized.mask, tmask) and torch.equal(video, vid)

@@ -401,12 +401,14 @@ def _measured_section(df: pd.DataFrame, ratios: pd.DataFrame) -> str:
         "",
         "- Step time is the **median** wall-clock time of a training step after warm-up steps are skipped"
         + (f" ({', '.join(map(str, timed))} timed steps)" if timed else "")
-        + "; samples/s = batch size / median step time"
-        + (f" (batch size {', '.join(map(str, batches))})" if batches else "") + ".",
+        + "; samples/s = samples trained over the timed window / the window's total time, meta steps "
+        "included (the window is a multiple of MELTR's meta interval k)"
+        + (f"; batch size {', '.join(map(str, batches))}" if batches else "") + ".",
         f"- Device, as named in throughput.json: {', '.join(devices) if devices else 'not recorded'}.",
         "- The methods compared in one row group were trained in the same run (same data, model and settings), "
         "so the ratios compare like with like.",
-        "- Peak MB is `peak_mem_mb` from throughput.json; meta-step ms is the median time of MELTR's meta "
+        "- Peak MB is `peak_mem_mb` from throughput.json: `torch.cuda.max_memory_allocated` on a GPU, the "
+        "process's peak resident memory on CPU (which includes the interpreter and data); meta-step ms is the median time of MELTR's meta "
         "step (– for methods without one).",
         "- Retrieval metrics follow CLIP4Clip's protocol with tie-safe ranks; chance R@1 = 100 / n_test.",
     ]

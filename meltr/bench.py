@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import math
-import resource
 import threading
-import time
 
 import numpy as np
 import psutil
@@ -25,7 +23,7 @@ from .data.batching import Batcher, tokenize
 from .meta.hypergradient import ESTIMATORS, NEEDS_MATH_SDPA, hypergradient
 from .models.tokenizer import load_tokenizer
 from .models.univl import LOSS_NAMES, PRIMARY
-from .train import _sync, build_model, resolve_device
+from .train import build_model, resolve_device, run_step
 
 COLOURS = ["red", "green", "blue", "yellow", "white", "purple"]
 SHAPES = ["circle", "square", "triangle", "cross"]
@@ -74,15 +72,24 @@ class PeakRSS:
         return (self.peak - self.base) / 2**20
 
 
-def time_method(method: str, estimator: str | None, batches: list[dict], model_name: str, k: int,
-                warmup: int, steps: int, device: torch.device, seed: int, meltr_cfg: dict) -> dict:
+# (name, estimator, meta batches): the official sampling for every estimator, plus ours that reuse the
+# training step's own forward.
+VARIANTS = [(est, est, "replay") for est in ESTIMATORS] + [
+    ("jvp@current", "jvp", "current"), ("finite_difference@current", "finite_difference", "current")]
+
+
+def _fresh_model(model_name: str, batches: list[dict], seed: int, device: torch.device):
+    b = batches[0]
+    return build_model(model_name, b["video"].shape[-1], load_tokenizer().vocab_size, b["text_ids"].shape[1],
+                       b["video"].shape[1], seed).to(device)
+
+
+def time_method(method: str, batches: list[dict], model_name: str, k: int, warmup: int, steps: int,
+                device: torch.device, seed: int, meltr_cfg: dict) -> dict:
     """Median step time (ms), samples/s over the window, meta-step time and peak memory of one method."""
-    model = build_model(model_name, batches[0]["video"].shape[-1], load_tokenizer().vocab_size,
-                        batches[0]["text_ids"].shape[1], batches[0]["video"].shape[1], seed).to(device).train()
-    cfg = {**meltr_cfg, "k": k, "seed": seed}
-    if estimator:
-        cfg["estimator"] = estimator
-    combiner = build_combiner(method, list(LOSS_NAMES), PRIMARY["retrieval"], cfg).to(device)
+    model = _fresh_model(model_name, batches, seed, device).train()
+    combiner = build_combiner(method, list(LOSS_NAMES), PRIMARY["retrieval"], {**meltr_cfg, "k": k, "seed": seed})
+    combiner.to(device)
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=1e-4)
     times, meta_times = [], []
@@ -91,60 +98,66 @@ def time_method(method: str, estimator: str | None, batches: list[dict], model_n
         for step in range(1, warmup + steps + 1):
             if step == warmup + 1 and device.type == "cuda":
                 torch.cuda.reset_peak_memory_stats(device)
-            batch = batches[(step - 1) % len(batches)]
-            _sync(device)
-            t0 = time.perf_counter()
-            losses = model(batch, combiner.loss_names)
-            total = combiner(torch.stack([losses[n] for n in combiner.loss_names]))
-            opt.zero_grad(set_to_none=True)
-            total.backward(inputs=params)
-            opt.step()
-            _sync(device)
-            t1 = time.perf_counter()
-            meta = combiner.meta_step(step, batch, model)
-            _sync(device)
-            t2 = time.perf_counter()
+            r = run_step(model, combiner, opt, params, batches[(step - 1) % len(batches)], step, seed + step, device)
             if step > warmup:
-                times.append((t2 - t0) * 1e3)
-                if meta is not None:
-                    meta_times.append((t2 - t1) * 1e3)
+                times.append(r.step_ms)
+                if r.meta is not None:
+                    meta_times.append(r.meta_ms)
     window = np.array(times)
     peak = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else rss.mb
-    return {"step_ms": float(np.median(window)), "samples_per_s": float(len(window) * batches[0]["video"].shape[0]
-                                                                       / (window.sum() / 1e3)),
+    estimator = meltr_cfg.get("estimator") if method == "meltr" else None
+    return {"step_ms": float(np.median(window)),
+            "step_ms_iqr": float(np.subtract(*np.percentile(window, [75, 25]))),
+            "samples_per_s": float(len(window) * batches[0]["video"].shape[0] / (window.sum() / 1e3)),
             "meta_step_ms": float(np.median(meta_times)) if meta_times else None, "peak_mem_mb": float(peak),
-            "attention_kernel": "math" if estimator in NEEDS_MATH_SDPA else "default"}
+            "attention_kernel": "math (meta step)" if estimator in NEEDS_MATH_SDPA else "default"}
 
 
 def estimator_accuracy(batches: list[dict], model_name: str, seed: int, device: torch.device,
                        meltr_cfg: dict) -> dict:
-    """Each estimator's hypergradient against double_backward, same state, same meta batches."""
-    model = build_model(model_name, batches[0]["video"].shape[-1], load_tokenizer().vocab_size,
-                        batches[0]["text_ids"].shape[1], batches[0]["video"].shape[1], seed).to(device).eval()
-    combiner = build_combiner("meltr", list(LOSS_NAMES), PRIMARY["retrieval"], {**meltr_cfg, "seed": seed}).to(device)
+    """Each variant's hypergradient against double_backward on the same state and the same meta batches
+    (replay variants: B_t, B_v = two different batches; @current: both the step's own batch)."""
+    model = _fresh_model(model_name, batches, seed, device).eval()
+    combiner = build_combiner("meltr", list(LOSS_NAMES), PRIMARY["retrieval"], {**meltr_cfg, "seed": seed})
+    combiner.to(device)
     names = [n for n, p in model.named_parameters() if p.requires_grad]
     params = [p for p in model.parameters() if p.requires_grad]
-    bt, bv = batches[0], batches[1]
+    opts = {"neumann_terms": combiner.cfg.neumann_terms, "neumann_alpha": combiner.cfg.neumann_alpha,
+            "fd_eps": combiner.cfg.fd_eps}
 
-    def task_losses(ps):
-        out = functional_call(model, dict(zip(names, ps)), (bt, combiner.loss_names))
-        return torch.stack([out[n] for n in combiner.loss_names])
+    def task_losses_on(batch):
+        def task_losses(ps):
+            out = functional_call(model, dict(zip(names, ps)), (batch, combiner.loss_names))
+            return torch.stack([out[n] for n in combiner.loss_names])
+        return task_losses
 
-    def val_loss(ps):
-        return functional_call(model, dict(zip(names, ps)), (bv, (combiner.primary,)))[combiner.primary]
+    def val_loss_on(batch):
+        return lambda ps: functional_call(model, dict(zip(names, ps)), (batch, (combiner.primary,)))[combiner.primary]
 
-    grads = {}
-    for est in ESTIMATORS:
-        with sdpa_kernel(SDPBackend.MATH):
-            g = hypergradient(combiner.net, task_losses, val_loss, params, est,
-                              neumann_terms=meltr_cfg.get("neumann_terms", 3),
-                              neumann_alpha=meltr_cfg.get("neumann_alpha", 1e-2),
-                              fd_eps=meltr_cfg.get("fd_eps", 1e-2))
-        grads[est] = torch.cat([x.reshape(-1) for x in g]).double()
-    ref = grads["double_backward"]
-    return {est: {"cosine_vs_double_backward": float(torch.nn.functional.cosine_similarity(g, ref, dim=0)),
-                  "rel_err_vs_double_backward": float((g - ref).norm() / ref.norm().clamp(min=1e-30))}
-            for est, g in grads.items()}
+    def flat(g):
+        return torch.cat([x.reshape(-1) for x in g]).double()
+
+    with sdpa_kernel(SDPBackend.MATH):
+        refs = {"replay": flat(hypergradient(combiner.net, task_losses_on(batches[0]), val_loss_on(batches[1]),
+                                             params, "double_backward")),
+                "current": flat(hypergradient(combiner.net, task_losses_on(batches[0]), val_loss_on(batches[0]),
+                                              params, "double_backward"))}
+    out = {}
+    for name, est, mode in VARIANTS:
+        with sdpa_kernel(SDPBackend.MATH):  # accuracy only: the kernel does not change the value
+            if mode == "replay":
+                g = hypergradient(combiner.net, task_losses_on(batches[0]), val_loss_on(batches[1]), params, est,
+                                  **opts)
+            else:  # what the training step hands over: L(W) and v from one forward and its graph
+                vec = task_losses_on(batches[0])(params)
+                v = torch.autograd.grad(vec[0], params, allow_unused=True)
+                v = [torch.zeros_like(p) if x is None else x for x, p in zip(v, params)]
+                g = hypergradient(combiner.net, task_losses_on(batches[0]), None, params, est, v=v,
+                                  losses=vec.detach(), **opts)
+        g, ref = flat(g), refs[mode]
+        out[name] = {"cosine_vs_double_backward": float(torch.nn.functional.cosine_similarity(g, ref, dim=0)),
+                     "rel_err_vs_double_backward": float((g - ref).norm() / ref.norm().clamp(min=1e-30))}
+    return out
 
 
 def bench_meltr_step(model: str = "tiny", k: int = 3, steps: int = 30, warmup: int | None = None,
@@ -156,23 +169,20 @@ def bench_meltr_step(model: str = "tiny", k: int = 3, steps: int = 30, warmup: i
     warmup = warmup if warmup is not None else max(2 * k, 6)
     warmup = math.ceil(warmup / k) * k
     batches = synthetic_batches(max(12, 2 * k), batch_size, frames, feature_dim, max_words, seed, dev)
-    runs = {"finetune": time_method("finetune", None, batches, model, k, warmup, steps, dev, seed, meltr_cfg),
-            "multitask": time_method("multitask", None, batches, model, k, warmup, steps, dev, seed, meltr_cfg)}
-    for est in ESTIMATORS:
-        runs[f"meltr/{est}"] = time_method("meltr", est, batches, model, k, warmup, steps, dev, seed, meltr_cfg)
+    ft = time_method("finetune", batches, model, k, warmup, steps, dev, seed, meltr_cfg)
+    mt = time_method("multitask", batches, model, k, warmup, steps, dev, seed, meltr_cfg)
     accuracy = estimator_accuracy(batches, model, seed, dev, meltr_cfg)
-    ft, mt = runs["finetune"], runs["multitask"]
     estimators = {}
-    for est in ESTIMATORS:
-        r = runs[f"meltr/{est}"]
-        estimators[est] = {
-            **r, **accuracy[est],
+    for name, est, mode in VARIANTS:
+        r = time_method("meltr", batches, model, k, warmup, steps, dev, seed,
+                        {**meltr_cfg, "estimator": est, "meta_batches": mode})
+        estimators[name] = {
+            **r, **accuracy[name], "estimator": est, "meta_batches": mode,
             "ratio_vs_multitask": r["samples_per_s"] / mt["samples_per_s"],
             "ratio_vs_finetune": r["samples_per_s"] / ft["samples_per_s"],
             "mem_ratio_vs_multitask": r["peak_mem_mb"] / mt["peak_mem_mb"] if mt["peak_mem_mb"] > 0 else None,
         }
-    params = sum(p.numel() for p in build_model(model, feature_dim, load_tokenizer().vocab_size, max_words,
-                                                  frames, seed).parameters())
+    params = sum(p.numel() for p in _fresh_model(model, batches, seed, torch.device("cpu")).parameters())
     return {"model": model, "params_m": params / 1e6, "k": k, "batch_size": batch_size, "steps_timed": steps,
             "warmup": warmup, "device": _device_label(dev), "torch": torch.__version__,
             "memory": "torch.cuda.max_memory_allocated" if dev.type == "cuda" else "peak RSS increase (sampled)",
@@ -188,14 +198,14 @@ def _device_label(dev: torch.device) -> str:
 def format_table(result: dict) -> str:
     lines = [f"meltr-step bench: model {result['model']} ({result['params_m']:.2f}M params), k={result['k']}, "
              f"batch {result['batch_size']}, {result['steps_timed']} timed steps, {result['device']}",
-             f"{'method':<28}{'step ms':>9}{'samples/s':>11}{'meta ms':>9}{'peak MB':>9}"
+             f"{'method':<34}{'step ms':>9}{'samples/s':>11}{'meta ms':>9}{'peak MB':>9}"
              f"{'vs multi':>9}{'vs ft':>7}{'mem/multi':>10}{'rel err':>10}{'cos':>8}"]
     for name in ("finetune", "multitask"):
         r = result[name]
-        lines.append(f"{name:<28}{r['step_ms']:>9.1f}{r['samples_per_s']:>11.1f}{'':>9}{r['peak_mem_mb']:>9.0f}")
+        lines.append(f"{name:<34}{r['step_ms']:>9.1f}{r['samples_per_s']:>11.1f}{'':>9}{r['peak_mem_mb']:>9.0f}")
     for est, r in result["estimators"].items():
         mem = f"{r['mem_ratio_vs_multitask']:.2f}" if r["mem_ratio_vs_multitask"] is not None else "n/a"
-        lines.append(f"{'meltr/' + est:<28}{r['step_ms']:>9.1f}{r['samples_per_s']:>11.1f}{r['meta_step_ms']:>9.1f}"
+        lines.append(f"{'meltr/' + est:<34}{r['step_ms']:>9.1f}{r['samples_per_s']:>11.1f}{r['meta_step_ms']:>9.1f}"
                      f"{r['peak_mem_mb']:>9.0f}{r['ratio_vs_multitask']:>9.2f}{r['ratio_vs_finetune']:>7.2f}"
                      f"{mem:>10}{r['rel_err_vs_double_backward']:>10.1e}{r['cosine_vs_double_backward']:>8.4f}")
     return "\n".join(lines)

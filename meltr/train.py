@@ -23,6 +23,7 @@ from .io import atomic_path, read_jsonl, write_json, write_jsonl
 from .models.presets import get_preset
 from .models.tokenizer import load_tokenizer
 from .models.univl import LOSS_NAMES, PRIMARY, VideoLanguageModel, count_parameters
+from .rng import seeded
 
 
 @dataclass
@@ -97,6 +98,49 @@ class PairSampler:
         return [int(v) for v in videos], caps
 
 
+@dataclass
+class StepResult:
+    losses: torch.Tensor           # the loss vector, detached
+    total: torch.Tensor            # the combined loss, detached
+    meta: dict | None              # the combiner's meta-step stats when it ran one
+    step_ms: float | None          # None when the loss was not finite and the step was skipped
+    meta_ms: float | None
+
+
+def run_step(model, combiner, opt, params, batch: dict, step: int, seed: int, device: torch.device,
+             grad_clip: float | None = None) -> StepResult:
+    """One training step of any method, timed: forward (under `seed`, so it can be replayed), the
+    combiner, backward, the combiner's pre-update hook, the optimiser step, the combiner's meta step."""
+    _sync(device)
+    t0 = time.perf_counter()
+    with seeded(seed):
+        losses = model(batch, combiner.loss_names)
+    vec = torch.stack([losses[n] for n in combiner.loss_names])
+    total = combiner(vec)
+    if not torch.isfinite(total):
+        return StepResult(vec.detach(), total.detach(), None, None, None)
+    opt.zero_grad(set_to_none=True)
+    # The combiner's own parameters only move in its meta step; a meta step on this step's batch
+    # differentiates the primary loss through this graph once more.
+    total.backward(inputs=params, retain_graph=combiner.keeps_graph(step))
+    if grad_clip:
+        torch.nn.utils.clip_grad_norm_(params, grad_clip)
+    _sync(device)
+    t1 = time.perf_counter()
+    pre = combiner.pre_update(step, batch, model, vec, seed)
+    _sync(device)
+    t2 = time.perf_counter()
+    opt.step()
+    _sync(device)
+    t3 = time.perf_counter()
+    post = combiner.meta_step(step, batch, model)
+    _sync(device)
+    t4 = time.perf_counter()
+    meta = pre or post
+    meta_ms = ((t2 - t1) + (t4 - t3)) * 1e3 if meta is not None else None
+    return StepResult(vec.detach(), total.detach(), meta, (t4 - t0) * 1e3, meta_ms)
+
+
 def build_model(preset_name: str, feature_dim: int, vocab_size: int, max_words: int, max_frames: int,
                 seed: int) -> VideoLanguageModel:
     torch.manual_seed(seed)
@@ -144,42 +188,29 @@ def train(train_manifest: str, features_dir: str, out_dir: str, cfg: TrainConfig
         batch = make_batch(step - 1)
         if step == cfg.timing_warmup + 1 and device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
-        _sync(device)
-        t0 = time.perf_counter()
-        losses = model(batch, combiner.loss_names)
-        vec = torch.stack([losses[n] for n in combiner.loss_names])
-        total = combiner(vec)
-        if not torch.isfinite(total):
+        r = run_step(model, combiner, opt, params, batch, step, cfg.seed * 1_000_003 + step, device, cfg.grad_clip)
+        if r.step_ms is None:
             bad += 1
             if bad >= cfg.nan_patience:
                 raise MeltrError(f"train {cfg.method}/{cfg.model}: loss not finite for {bad} consecutive steps "
-                                 f"(last at step {step}: {dict(zip(combiner.loss_names, vec.tolist()))}); "
+                                 f"(last at step {step}: {dict(zip(combiner.loss_names, r.losses.tolist()))}); "
                                  "expected finite losses - lower train.lr or check the features")
             log.append({"step": step, "skipped": "non-finite loss"})
             continue
         bad = 0
-        opt.zero_grad(set_to_none=True)
-        total.backward(inputs=params)  # the combiner's own parameters only move in its meta step
-        torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
-        opt.step()
         sched.step()
-        _sync(device)
-        t1 = time.perf_counter()
-        meta = combiner.meta_step(step, batch, model)
-        _sync(device)
-        t2 = time.perf_counter()
-        step_ms.append((t2 - t0) * 1e3)
-        if meta is not None:
-            meta_ms.append((t2 - t1) * 1e3)
-        weights = combiner.weights(vec)
-        entry = {"step": step, "loss": float(total), "step_ms": step_ms[-1], "meta": meta is not None,
-                 "losses": {n: float(x) for n, x in zip(combiner.loss_names, vec)},
+        step_ms.append(r.step_ms)
+        if r.meta is not None:
+            meta_ms.append(r.meta_ms)
+        weights = combiner.weights(r.losses)  # for the log, outside the timed region
+        entry = {"step": step, "loss": float(r.total), "step_ms": r.step_ms, "meta": r.meta is not None,
+                 "losses": {n: float(x) for n, x in zip(combiner.loss_names, r.losses)},
                  "weights": {n: float(w) for n, w in zip(combiner.loss_names, weights)}}
-        if meta:
-            entry.update(meta)
+        if r.meta:
+            entry.update(r.meta)
         log.append(entry)
         if step % 10 == 0:
-            bar.set_postfix(loss=f"{float(total):.3f}")
+            bar.set_postfix(loss=f"{float(r.total):.3f}")
 
     throughput = _throughput(cfg, step_ms, meta_ms, period, device)
     throughput.update(params=count_parameters(model), params_m=count_parameters(model) / 1e6,

@@ -14,7 +14,8 @@ def test_meltr_step_bench_writes_ratios_and_errors(tmp_path, capsys):
     assert "meltr/finite_difference" in table and "multitask" in table
     result = json.loads(out.read_text())
     assert result["steps_timed"] == 21  # at least 20 timed steps, a multiple of k
-    for name in ("double_backward", "neumann", "jvp", "finite_difference"):
+    for name in ("double_backward", "neumann", "jvp", "finite_difference", "jvp@current",
+                 "finite_difference@current"):
         est = result["estimators"][name]
         for key in ("ratio_vs_multitask", "ratio_vs_finetune", "mem_ratio_vs_multitask",
                     "rel_err_vs_double_backward", "meta_step_ms"):
@@ -22,7 +23,9 @@ def test_meltr_step_bench_writes_ratios_and_errors(tmp_path, capsys):
         assert est["ratio_vs_multitask"] > 0
     assert result["estimators"]["double_backward"]["rel_err_vs_double_backward"] == 0
     assert result["estimators"]["jvp"]["rel_err_vs_double_backward"] < 1e-4
-    assert result["estimators"]["jvp"]["attention_kernel"] == "math"
+    assert result["estimators"]["finite_difference@current"]["rel_err_vs_double_backward"] < 1e-2
+    assert result["estimators"]["jvp@current"]["rel_err_vs_double_backward"] < 1e-4
+    assert result["estimators"]["jvp"]["attention_kernel"] == "math (meta step)"
     assert result["estimators"]["finite_difference"]["attention_kernel"] == "default"
 
 

@@ -383,3 +383,52 @@ def test_reg_direct_adds_the_regulariser_gradient(tok, batches, monkeypatch):
     for g0, g1, e in zip(grads[False], grads[True], expected):
         torch.testing.assert_close(g1 - g0, e, rtol=1e-4, atol=1e-6)
     assert any(e.abs().max() > 1e-4 for e in expected)
+
+
+# ------------------------------------------------------------------------------ meta_batches: current
+@pytest.mark.parametrize("estimator, tol", [("finite_difference", 1e-2), ("jvp", 1e-4)])
+def test_current_batch_meta_step_reuses_the_step_and_matches_the_official_hypergradient(
+        tok, batches, estimator, tol, monkeypatch):
+    """run_step with meta_batches=current: the meta update happens before the backbone step, on the
+    step's own batch, and equals double_backward on that batch (B_t = B_v) up to the estimator's error."""
+    from meltr.train import run_step
+
+    model = make_model(tok)
+    comb = make_combiner("meltr", k=2, estimator=estimator, meta_batches="current", lr=1e-3)
+    params = list(model.parameters())
+    opt = torch.optim.SGD(params, lr=0.0)  # backbone frozen: the state is the same before and after
+    seen = {}
+    real = meltr_module.hypergradient
+
+    def spy(*args, **kw):
+        out = real(*args, **kw)
+        seen["grads"], seen["args"], seen["kw"] = out, args, kw
+        return out
+
+    monkeypatch.setattr(meltr_module, "hypergradient", spy)
+    before_backbone = snapshot(model)
+    r1 = run_step(model, comb, opt, params, batches[0], 1, 11, torch.device("cpu"))
+    assert r1.meta is None and "grads" not in seen
+    r2 = run_step(model, comb, opt, params, batches[1], 2, 12, torch.device("cpu"))
+    assert r2.meta == {"meta_skipped": False, "meta_grad_norm": pytest.approx(r2.meta["meta_grad_norm"])}
+    assert seen["kw"]["losses"] is not None and seen["kw"]["v"] is not None  # the step's own forward reused
+    assert_same(snapshot(model), before_backbone)
+    # The reference: the official computation on the same batch and dropout masks, same (pre-update) phi.
+    _, task_losses, _, params_used, _ = seen["args"]
+
+    def val_loss(ps):
+        return task_losses(ps)[0]
+
+    with torch.nn.attention.sdpa_kernel(torch.nn.attention.SDPBackend.MATH):
+        ref_comb = make_combiner("meltr")  # same seed: the net as it was before the meta update
+        ref = real(ref_comb.net, task_losses, val_loss, params_used, "double_backward")
+    got = torch.cat([g.reshape(-1) for g in seen["grads"]])
+    want = torch.cat([g.reshape(-1) for g in ref])
+    assert float((got - want).norm() / want.norm()) < tol
+
+
+def test_current_batches_need_a_first_order_estimator():
+    with pytest.raises(ValueError, match="meta_batches"):
+        MeltrConfig(meta_batches="current", estimator="double_backward")
+    with pytest.raises(ValueError, match="meta_batches"):
+        MeltrConfig(meta_batches="sometimes")

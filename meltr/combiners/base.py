@@ -1,8 +1,9 @@
 """One small interface for every way of combining the task losses.
 
 The trainer computes the losses a combiner asks for (`loss_names`, primary first), calls the combiner on
-their vector to get the scalar to back-propagate, and after the backbone's optimiser step calls
-`meta_step`, which does nothing unless the method is bi-level. The trainer never branches on a name.
+their vector to get the scalar to back-propagate, calls `pre_update` between the backward and the
+backbone's optimiser step and `meta_step` after it; both do nothing unless the method is bi-level. The
+trainer never branches on a name.
 """
 from __future__ import annotations
 
@@ -30,6 +31,15 @@ class LossCombiner(nn.Module):
         with torch.enable_grad():
             (w,) = torch.autograd.grad(self(x), x)
         return w
+
+    def keeps_graph(self, step: int) -> bool:
+        """Whether `pre_update` at this step needs the step's autograd graph after the backward."""
+        return False
+
+    def pre_update(self, step: int, batch: dict, model: nn.Module, losses: torch.Tensor, seed: int) -> dict | None:
+        """Called after the backward, before the backbone's optimiser step, with the step's loss vector
+        (graph alive if `keeps_graph`) and the seed its forward ran under. Returns stats when it did work."""
+        return None
 
     def meta_step(self, step: int, batch: dict, model: nn.Module) -> dict | None:
         """Called after every backbone step with that step's batch. Returns stats when it did work."""

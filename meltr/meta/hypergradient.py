@@ -15,7 +15,8 @@ The estimators differ only in how they get there:
                        As K grows, alpha * result -> the exact implicit hypergradient.
     jvp                exact: s by one forward-mode JVP of L along g_v, then a tiny backward through f only
     finite_difference  s ~ (L(W + eps v) - L(W - eps v)) / 2 eps with eps = fd_eps / |v|: first-order passes
-                       only, so fused attention, DDP and FSDP keep working
+                       only, so fused attention, DDP and FSDP keep working. Given L(W) and v from the
+                       training step itself, one-sided: a single extra forward (~3F per meta step).
 
 All return one tensor per parameter of `combiner.parameters()`, with the official sign.
 """
@@ -38,7 +39,14 @@ Scalar = Callable[[Sequence[torch.Tensor]], torch.Tensor]
 def hypergradient(combiner: nn.Module, task_losses: LossVector, val_loss: Scalar,
                   params: Sequence[torch.Tensor], method: str = "double_backward", *,
                   neumann_terms: int = 3, neumann_alpha: float = 1e-2, fd_eps: float = 1e-2,
-                  fd_midpoint: bool = True) -> tuple[torch.Tensor, ...]:
+                  fd_midpoint: bool = True, v: Sequence[torch.Tensor] | None = None,
+                  losses: torch.Tensor | None = None) -> tuple[torch.Tensor, ...]:
+    """One tensor per parameter of `combiner.parameters()`, with the official sign.
+
+    Reuse (first-order estimators only): `v` is dL_val/dW already computed (then `val_loss` is not
+    called); `losses` is L(W) already computed on the training batch, which makes `finite_difference`
+    one-sided: one extra forward, s ~ (L(W + eps v) - L(W)) / eps.
+    """
     if method not in ESTIMATORS:
         raise ValueError(f"hypergradient method {method!r}: expected one of {ESTIMATORS}")
     params = list(params)
@@ -46,10 +54,12 @@ def hypergradient(combiner: nn.Module, task_losses: LossVector, val_loss: Scalar
     if method in ("double_backward", "neumann"):
         return _reverse_over_reverse(combiner, task_losses, val_loss, params, phi,
                                      neumann_terms if method == "neumann" else 0, neumann_alpha)
-    v = _grads(val_loss(params), params)
+    v = list(v) if v is not None else _grads(val_loss(params), params)
     if method == "jvp":
         primals = tuple(p.detach() for p in params)
         losses, s = torch.func.jvp(lambda *ps: task_losses(list(ps)), primals, tuple(v))
+    elif losses is not None:
+        losses, s = _one_sided_difference(task_losses, params, v, fd_eps, losses.detach())
     else:
         losses, s = _finite_difference(task_losses, params, v, fd_eps, fd_midpoint)
     return _contract(combiner, losses.detach(), s.detach(), phi)
@@ -86,6 +96,13 @@ def _finite_difference(task_losses, params, v, eps_scale: float, midpoint: bool)
         minus = task_losses([p - eps * d for p, d in zip(params, v)])
         losses = (plus + minus) / 2 if midpoint else task_losses([p.detach() for p in params])
     return losses, (plus - minus) / (2 * eps)
+
+
+def _one_sided_difference(task_losses, params, v, eps_scale: float, losses: torch.Tensor):
+    eps = eps_scale / max(float(torch.sqrt(sum((x.double() ** 2).sum() for x in v))), 1e-12)
+    with torch.no_grad():
+        plus = task_losses([p + eps * d for p, d in zip(params, v)])
+    return losses, (plus - losses) / eps
 
 
 def _contract(combiner, losses: torch.Tensor, s: torch.Tensor, phi):

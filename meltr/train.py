@@ -23,6 +23,7 @@ from .io import atomic_path, read_jsonl, write_json, write_jsonl
 from .models.presets import get_preset
 from .models.tokenizer import load_tokenizer
 from .models.univl import LOSS_NAMES, PRIMARY, VideoLanguageModel, count_parameters
+from .parallel import unwrap
 from .rng import seeded
 
 
@@ -127,6 +128,7 @@ def run_step(model, combiner, opt, params, batch: dict, step: int, seed: int, de
         torch.nn.utils.clip_grad_norm_(params, grad_clip)
     _sync(device)
     t1 = time.perf_counter()
+    model = unwrap(model)  # the meta step differentiates the plain module (autograd.grad bypasses DDP)
     pre = combiner.pre_update(step, batch, model, vec, seed)
     _sync(device)
     t2 = time.perf_counter()

@@ -28,6 +28,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from ..meta.hypergradient import ESTIMATORS, NEEDS_MATH_SDPA, hypergradient
 from ..meta.meltr_net import NET_PRESETS, MetaLossTransformer
+from ..parallel import all_reduce_mean
 from ..rng import seeded
 from .base import LossCombiner
 
@@ -153,6 +154,8 @@ class MeltrCombiner(LossCombiner):
         return tuple(g if d is None else g + d for g, d in zip(grads, direct))
 
     def _update_net(self, grads) -> dict:
+        # Average over ranks first, so that every rank takes the same decision and the same step.
+        grads = all_reduce_mean([g.detach() for g in grads])
         if not all(torch.isfinite(g).all() for g in grads):
             return {"meta_skipped": True}
         for p, g in zip(self.net.parameters(), grads):

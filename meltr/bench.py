@@ -8,9 +8,9 @@ warm-up steps are excluded. Each estimator's hypergradient is also compared with
 """
 from __future__ import annotations
 
-import contextlib
 import math
-import threading
+import multiprocessing
+import resource
 
 import numpy as np
 import psutil
@@ -47,29 +47,29 @@ def synthetic_batches(n: int, batch_size: int, frames: int, dim: int, max_words:
     return out
 
 
-class PeakRSS:
-    """Peak resident memory above the level at entry, sampled every 2 ms (CPU has no allocator stats)."""
+def _cpu_peak_mb(method: str, model_name: str, k: int, steps: int, batch_shape: tuple, seed: int,
+                 meltr_cfg: dict, threads: int) -> float:
+    """Peak resident memory a method adds on CPU, measured alone in this (fresh, spawned) process: the
+    process's peak RSS minus its RSS once model and batches exist. CPU has no allocator statistics, and in
+    a shared process freed memory is reused by the next method, so each method gets its own process."""
+    torch.set_num_threads(threads)
+    batch_size, frames, dim, max_words = batch_shape
+    dev = torch.device("cpu")
+    batches = synthetic_batches(max(12, 2 * k), batch_size, frames, dim, max_words, seed, dev)
+    model = _fresh_model(model_name, batches, seed, dev).train()
+    combiner = build_combiner(method, list(LOSS_NAMES), PRIMARY["retrieval"], {**meltr_cfg, "k": k, "seed": seed})
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=1e-4)
+    base = psutil.Process().memory_info().rss
+    for step in range(1, steps + 1):
+        run_step(model, combiner, opt, params, batches[(step - 1) % len(batches)], step, seed + step, dev)
+    return (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - base) / 2**20
 
-    def __enter__(self):
-        self.proc = psutil.Process()
-        self.base = self.peak = self.proc.memory_info().rss
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._watch, daemon=True)
-        self._thread.start()
-        return self
 
-    def _watch(self):
-        while not self._stop.wait(0.002):
-            self.peak = max(self.peak, self.proc.memory_info().rss)
-
-    def __exit__(self, *exc):
-        self._stop.set()
-        self._thread.join()
-        self.peak = max(self.peak, self.proc.memory_info().rss)
-
-    @property
-    def mb(self) -> float:
-        return (self.peak - self.base) / 2**20
+def cpu_peak_mb(*args) -> float:
+    ctx = multiprocessing.get_context("spawn")
+    with ctx.Pool(1) as pool:
+        return pool.apply(_cpu_peak_mb, args)
 
 
 # (name, estimator, meta batches): the official sampling for every estimator, plus ours that reuse the
@@ -93,18 +93,21 @@ def time_method(method: str, batches: list[dict], model_name: str, k: int, warmu
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=1e-4)
     times, meta_times = [], []
-    memory = contextlib.nullcontext() if device.type == "cuda" else PeakRSS()
-    with memory as rss:
-        for step in range(1, warmup + steps + 1):
-            if step == warmup + 1 and device.type == "cuda":
-                torch.cuda.reset_peak_memory_stats(device)
-            r = run_step(model, combiner, opt, params, batches[(step - 1) % len(batches)], step, seed + step, device)
-            if step > warmup:
-                times.append(r.step_ms)
-                if r.meta is not None:
-                    meta_times.append(r.meta_ms)
+    for step in range(1, warmup + steps + 1):
+        if step == warmup + 1 and device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
+        r = run_step(model, combiner, opt, params, batches[(step - 1) % len(batches)], step, seed + step, device)
+        if step > warmup:
+            times.append(r.step_ms)
+            if r.meta is not None:
+                meta_times.append(r.meta_ms)
     window = np.array(times)
-    peak = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else rss.mb
+    if device.type == "cuda":
+        peak = torch.cuda.max_memory_allocated(device) / 2**20
+    else:
+        b = batches[0]
+        shape = (b["video"].shape[0], b["video"].shape[1], b["video"].shape[2], b["text_ids"].shape[1])
+        peak = cpu_peak_mb(method, model_name, k, 2 * k, shape, seed, meltr_cfg, torch.get_num_threads())
     estimator = meltr_cfg.get("estimator") if method == "meltr" else None
     return {"step_ms": float(np.median(window)),
             "step_ms_iqr": float(np.subtract(*np.percentile(window, [75, 25]))),
@@ -185,7 +188,8 @@ def bench_meltr_step(model: str = "tiny", k: int = 3, steps: int = 30, warmup: i
     params = sum(p.numel() for p in _fresh_model(model, batches, seed, torch.device("cpu")).parameters())
     return {"model": model, "params_m": params / 1e6, "k": k, "batch_size": batch_size, "steps_timed": steps,
             "warmup": warmup, "device": _device_label(dev), "torch": torch.__version__,
-            "memory": "torch.cuda.max_memory_allocated" if dev.type == "cuda" else "peak RSS increase (sampled)",
+            "memory": "torch.cuda.max_memory_allocated" if dev.type == "cuda"
+            else "peak RSS increase over the RSS after setup, each method alone in a spawned process",
             "finetune": ft, "multitask": mt, "estimators": estimators}
 
 

@@ -6,6 +6,7 @@ and logging work (MELTR's effective weights) happens outside the timed region.
 """
 from __future__ import annotations
 
+import logging
 import math
 import resource
 import time
@@ -26,6 +27,8 @@ from .models.univl import LOSS_NAMES, PRIMARY, VideoLanguageModel, count_paramet
 from .parallel import unwrap
 from .rng import seeded
 
+logger = logging.getLogger(__name__)
+
 
 @dataclass
 class TrainConfig:
@@ -43,12 +46,15 @@ class TrainConfig:
     mask_prob: float = 0.15
     timing_warmup: int = 10         # steps excluded from throughput figures
     nan_patience: int = 5           # consecutive non-finite losses before training stops
+    checkpoint_every: int = 50      # steps between resumable checkpoints (0: none)
     seed: int = 0
     device: str = "auto"
     threads: int | None = None
     meltr: dict = field(default_factory=dict)
 
     def __post_init__(self):
+        if self.checkpoint_every < 0:
+            raise MeltrError(f"train.checkpoint_every: expected an integer >= 0, got {self.checkpoint_every!r}")
         for key in ("steps", "batch_size", "max_words"):
             if getattr(self, key) < 1:
                 raise MeltrError(f"train.{key}: expected an integer >= 1, got {getattr(self, key)!r}")
@@ -184,22 +190,30 @@ def train(train_manifest: str, features_dir: str, out_dir: str, cfg: TrainConfig
         gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)
         return _to(batcher.make(torch.from_numpy(video_rows[vids]), text, gen), device)
 
-    log, step_ms, meta_ms, bad = [], [], [], 0
-    bar = tqdm(range(1, cfg.steps + 1), desc=f"train {cfg.method}/{cfg.model}", unit="step", disable=not progress)
+    state = {"step": 0, "log": [], "step_ms": [], "meta_ms": [], "bad": 0, "resumed_from": []}
+    ckpt_path = out / "checkpoint.pt"
+    resumed = _load_checkpoint(ckpt_path, cfg, model, opt, sched, combiner, device)
+    if resumed:
+        state = resumed
+        state["resumed_from"].append(state["step"])
+    log, step_ms, meta_ms = state["log"], state["step_ms"], state["meta_ms"]
+    bar = tqdm(range(state["step"] + 1, cfg.steps + 1), desc=f"train {cfg.method}/{cfg.model}", unit="step",
+               initial=state["step"], total=cfg.steps, disable=not progress)
     for step in bar:
         batch = make_batch(step - 1)
         if step == cfg.timing_warmup + 1 and device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
         r = run_step(model, combiner, opt, params, batch, step, cfg.seed * 1_000_003 + step, device, cfg.grad_clip)
+        state["step"] = step
         if r.step_ms is None:
-            bad += 1
-            if bad >= cfg.nan_patience:
-                raise MeltrError(f"train {cfg.method}/{cfg.model}: loss not finite for {bad} consecutive steps "
+            state["bad"] += 1
+            if state["bad"] >= cfg.nan_patience:
+                raise MeltrError(f"train {cfg.method}/{cfg.model}: loss not finite for {state['bad']} consecutive steps "
                                  f"(last at step {step}: {dict(zip(combiner.loss_names, r.losses.tolist()))}); "
                                  "expected finite losses - lower train.lr or check the features")
             log.append({"step": step, "skipped": "non-finite loss"})
             continue
-        bad = 0
+        state["bad"] = 0
         sched.step()
         step_ms.append(r.step_ms)
         if r.meta is not None:
@@ -213,6 +227,8 @@ def train(train_manifest: str, features_dir: str, out_dir: str, cfg: TrainConfig
         log.append(entry)
         if step % 10 == 0:
             bar.set_postfix(loss=f"{float(r.total):.3f}")
+        if cfg.checkpoint_every and step % cfg.checkpoint_every == 0 and step < cfg.steps:
+            _save_checkpoint(ckpt_path, cfg, model, opt, sched, combiner, state)
 
     throughput = _throughput(cfg, step_ms, meta_ms, period, device)
     throughput.update(params=count_parameters(model), params_m=count_parameters(model) / 1e6,
@@ -223,8 +239,45 @@ def train(train_manifest: str, features_dir: str, out_dir: str, cfg: TrainConfig
     with atomic_path(out / "model.pt") as tmp:
         torch.save(ckpt, tmp)
     write_jsonl(out / "train_log.jsonl", log)
+    throughput["resumed_from"] = state["resumed_from"]
     write_json(out / "throughput.json", throughput)
+    ckpt_path.unlink(missing_ok=True)  # the finished outputs hold everything; nothing left to resume
     return throughput
+
+
+# Settings that do not change what is computed: a checkpoint stays valid across them.
+_RESUME_IGNORES = ("threads", "device", "checkpoint_every", "timing_warmup")
+
+
+def _fingerprint(cfg: TrainConfig) -> dict:
+    return {k: v for k, v in asdict(cfg).items() if k not in _RESUME_IGNORES}
+
+
+def _save_checkpoint(path, cfg, model, opt, sched, combiner, state) -> None:
+    """Everything a resume needs, written atomically (a kill leaves the previous checkpoint)."""
+    blob = {"fingerprint": _fingerprint(cfg), "model": model.state_dict(), "opt": opt.state_dict(),
+            "sched": sched.state_dict(), "combiner": combiner.state_dict(), "state": state}
+    with atomic_path(path) as tmp:
+        torch.save(blob, tmp)
+
+
+def _load_checkpoint(path, cfg, model, opt, sched, combiner, device) -> dict | None:
+    if not path.exists():
+        return None
+    try:
+        blob = torch.load(path, map_location=device, weights_only=False)
+    except Exception as exc:  # a checkpoint we cannot read is not worth dying for: start over
+        logger.warning("%s: unreadable checkpoint (%s); starting from step 0", path, exc)
+        return None
+    if blob.get("fingerprint") != _fingerprint(cfg):
+        logger.warning("%s: checkpoint of different settings; starting from step 0", path)
+        return None
+    model.load_state_dict(blob["model"])
+    opt.load_state_dict(blob["opt"])
+    sched.load_state_dict(blob["sched"])
+    combiner.load_state_dict(blob["combiner"])
+    logger.info("%s: resuming after step %d", path, blob["state"]["step"])
+    return blob["state"]
 
 
 def _throughput(cfg: TrainConfig, step_ms: list[float], meta_ms: list[float], period: int,

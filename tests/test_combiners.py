@@ -432,3 +432,25 @@ def test_current_batches_need_a_first_order_estimator():
         MeltrConfig(meta_batches="current", estimator="double_backward")
     with pytest.raises(ValueError, match="meta_batches"):
         MeltrConfig(meta_batches="sometimes")
+
+
+@pytest.mark.parametrize("eviction", ["fifo", "random"])
+def test_replay_buffer_keeps_its_size_and_the_newest_batch(model, batches, eviction):
+    comb = make_combiner("meltr", k=100, buffer_size=3, buffer_eviction=eviction)
+    for step, batch in enumerate(batches * 3, start=1):
+        comb.meta_step(step, batch, model)
+        assert len(comb.buffer) == min(step, 3)
+        assert comb.buffer[-1] is batch
+    if eviction == "fifo":
+        assert comb.buffer == (batches * 3)[-3:]
+
+
+def test_meltr_state_round_trips_buffer_rng_and_meta_optimiser(model, batches):
+    comb = make_combiner("meltr", k=2, buffer_size=3)
+    for step, batch in enumerate(batches[:4], start=1):
+        comb.meta_step(step, batch, model)
+    clone = make_combiner("meltr", k=2, buffer_size=3)
+    clone.load_state_dict(comb.state_dict())
+    assert [b is x for b, x in zip(clone.buffer, comb.buffer)] == [True] * 3
+    assert clone.rng.random() == comb.rng.random()
+    assert clone.meta_opt.state_dict()["state"].keys() == comb.meta_opt.state_dict()["state"].keys()

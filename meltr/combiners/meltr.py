@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import contextlib
 import random
-from collections import deque
 from dataclasses import dataclass
 
 import torch
@@ -37,7 +36,11 @@ from .base import LossCombiner
 class MeltrConfig:
     k: int = 3                      # meta step every k backbone steps
     buffer_size: int = 10           # replay buffer of recent training batches
-    lr: float = 1e-3                # meta optimiser (Adam), UniVL's lr_vnet
+    buffer_eviction: str = "fifo"   # fifo (UniVL) | random (Violet, All-in-one: a random slot, newer ones likelier)
+    optimizer: str = "adam"         # meta optimiser: adam (UniVL, All-in-one) | adamw (Violet)
+    lr: float = 1e-3                # UniVL's lr_vnet
+    beta1: float = 0.9
+    beta2: float = 0.999            # Violet and All-in-one: 0.98
     weight_decay: float = 3e-5
     clip: float = 50.0              # max norm of phi's gradient
     gamma: float = 0.0              # regulariser weight (UniVL: off by default; Violet/All-in-one: 0.1)
@@ -61,6 +64,10 @@ class MeltrConfig:
         if self.meta_batches == "current" and self.estimator not in ("finite_difference", "jvp"):
             raise ValueError(f"meltr.meta_batches 'current' reuses the step's first-order graph: expected "
                              f"estimator finite_difference or jvp, got {self.estimator!r}")
+        if self.buffer_eviction not in ("fifo", "random"):
+            raise ValueError(f"meltr.buffer_eviction {self.buffer_eviction!r}: expected 'fifo' or 'random'")
+        if self.optimizer not in ("adam", "adamw"):
+            raise ValueError(f"meltr.optimizer {self.optimizer!r}: expected 'adam' or 'adamw'")
         if self.net not in NET_PRESETS:
             raise ValueError(f"meltr.net {self.net!r}: expected one of {sorted(NET_PRESETS)}")
 
@@ -73,18 +80,39 @@ class MeltrCombiner(LossCombiner):
         self.cfg = cfg = cfg or MeltrConfig()
         p = NET_PRESETS[cfg.net]
         self.net = MetaLossTransformer(len(self.loss_names), p.f_dim, p.h1, p.h2, p.heads, cfg.dropout)
-        self.meta_opt = torch.optim.Adam(self.net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-        self.buffer: deque[dict] = deque(maxlen=cfg.buffer_size)
+        opt = torch.optim.Adam if cfg.optimizer == "adam" else torch.optim.AdamW
+        self.meta_opt = opt(self.net.parameters(), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2),
+                            weight_decay=cfg.weight_decay)
+        self.buffer: list[dict] = []
         self.rng = random.Random(cfg.seed)
+
+    def _remember(self, batch: dict) -> None:
+        """Add a batch to the replay buffer, evicting one when it is full."""
+        if len(self.buffer) >= self.cfg.buffer_size:
+            if self.cfg.buffer_eviction == "fifo":
+                self.buffer.pop(0)
+            else:  # weights 1..n over oldest..newest
+                n = len(self.buffer)
+                self.buffer.pop(self.rng.choices(range(n), weights=range(1, n + 1))[0])
+        self.buffer.append(batch)
 
     def forward(self, losses):
         return self.net(losses)
+
+    # Saved with state_dict(): what a resumed run needs beyond the net's weights.
+    def get_extra_state(self) -> dict:
+        return {"meta_opt": self.meta_opt.state_dict(), "buffer": list(self.buffer), "rng": self.rng.getstate()}
+
+    def set_extra_state(self, state: dict) -> None:
+        self.meta_opt.load_state_dict(state["meta_opt"])
+        self.buffer = list(state["buffer"])
+        self.rng.setstate(state["rng"])
 
     # ------------------------------------------------------------------ official: replayed batches
     def meta_step(self, step: int, batch: dict, model: nn.Module) -> dict | None:
         if self.cfg.meta_batches != "replay":
             return None
-        self.buffer.append(batch)
+        self._remember(batch)
         if step % self.cfg.k != 0:
             return None
         batch_t, batch_v = self.rng.choice(self.buffer), self.rng.choice(self.buffer)

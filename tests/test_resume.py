@@ -1,0 +1,79 @@
+"""A training job killed with SIGKILL resumes from its last checkpoint and ends exactly where an
+uninterrupted run ends (bitwise on CPU)."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from meltr.cli import main
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    root = tmp_path_factory.mktemp("resume")
+    assert main(["synth", "--out", str(root / "raw"), "--n-train", "12", "--n-test", "4", "--seconds", "2",
+                 "--size", "32", "--captions-per-video", "2"]) == 0
+    assert main(["prepare", "--root", str(root / "raw"), "--out", str(root / "prep")]) == 0
+    assert main(["features", "--manifests", str(root / "prep/train.jsonl"), str(root / "prep/test.jsonl"),
+                 "--out", str(root / "feats"), "--threads", "1"]) == 0
+    return root
+
+
+def train_args(data, out, method):
+    return ["train", "--method", method, "--model", "tiny", "--train-manifest", str(data / "prep/train.jsonl"),
+            "--features", str(data / "feats"), "--out", str(out), "--steps", "40", "--batch-size", "4",
+            "--checkpoint-every", "4", "--threads", "1", "--meltr-k", "2"]
+
+
+def assert_same_run(a, b):
+    ca, cb = (torch.load(p / "model.pt", weights_only=False) for p in (a, b))
+    for part in ("model", "combiner"):
+        tensors_a = {k: v for k, v in ca[part].items() if isinstance(v, torch.Tensor)}
+        tensors_b = {k: v for k, v in cb[part].items() if isinstance(v, torch.Tensor)}
+        assert tensors_a.keys() == tensors_b.keys()
+        for k in tensors_a:
+            assert torch.equal(tensors_a[k], tensors_b[k]), f"{part}.{k}"
+    la = [json.loads(x) for x in (a / "train_log.jsonl").open()]
+    lb = [json.loads(x) for x in (b / "train_log.jsonl").open()]
+    assert [e["losses"] for e in la] == [e["losses"] for e in lb]
+    assert [e.get("weights") for e in la] == [e.get("weights") for e in lb]
+
+
+@pytest.mark.parametrize("method", ["multitask", "meltr"])
+def test_sigkill_then_rerun_matches_an_uninterrupted_run(data, tmp_path, method):
+    straight, killed = tmp_path / "straight", tmp_path / "killed"
+    assert main(train_args(data, straight, method)) == 0
+    assert not (straight / "checkpoint.pt").exists()
+
+    proc = subprocess.Popen([sys.executable, "-m", "meltr", *train_args(data, killed, method)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while not (killed / "checkpoint.pt").exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.02)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert (killed / "checkpoint.pt").exists() and not (killed / "model.pt").exists()
+
+    assert main(train_args(data, killed, method)) == 0
+    resumed = json.loads((killed / "throughput.json").read_text())["resumed_from"]
+    assert resumed and resumed[0] % 4 == 0 and 0 < resumed[0] < 40
+    assert_same_run(straight, killed)
+    assert not (killed / "checkpoint.pt").exists()
+
+
+def test_checkpoint_of_other_settings_is_ignored(data, tmp_path):
+    out = tmp_path / "run"
+    args = train_args(data, out, "multitask")
+    args[args.index("--steps") + 1] = "8"
+    assert main(args + ["--checkpoint-every", "4"]) == 0
+    # A stale checkpoint from different settings must not be resumed.
+    torch.save({"fingerprint": {"lr": 123.0}, "state": {"step": 4}}, out / "checkpoint.pt")
+    assert main(args) == 0
+    assert json.loads((out / "throughput.json").read_text())["resumed_from"] == []

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import math
 import multiprocessing
-import resource
+import os
+import threading
 
 import numpy as np
 import psutil
@@ -47,11 +48,33 @@ def synthetic_batches(n: int, batch_size: int, frames: int, dim: int, max_words:
     return out
 
 
-def _cpu_peak_mb(method: str, model_name: str, k: int, steps: int, batch_shape: tuple, seed: int,
-                 meltr_cfg: dict, threads: int) -> float:
-    """Peak resident memory a method adds on CPU, measured alone in this (fresh, spawned) process: the
-    process's peak RSS minus its RSS once model and batches exist. CPU has no allocator statistics, and in
-    a shared process freed memory is reused by the next method, so each method gets its own process."""
+class PeakRSS:
+    """Peak resident memory above the level at entry, sampled every millisecond."""
+
+    def __enter__(self):
+        self.proc = psutil.Process()
+        self.base = self.peak = self.proc.memory_info().rss
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._watch, daemon=True)
+        self._thread.start()
+        return self
+
+    def _watch(self):
+        while not self._stop.wait(0.001):
+            self.peak = max(self.peak, self.proc.memory_info().rss)
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+
+    @property
+    def mb(self) -> float:
+        return (self.peak - self.base) / 2**20
+
+
+def _cpu_peak_mb(method: str, model_name: str, k: int, batch_shape: tuple, seed: int, meltr_cfg: dict,
+                 threads: int) -> float:
+    """Peak memory a method's steps add on CPU, measured alone in a fresh process (see cpu_peak_mb)."""
     torch.set_num_threads(threads)
     batch_size, frames, dim, max_words = batch_shape
     dev = torch.device("cpu")
@@ -60,16 +83,28 @@ def _cpu_peak_mb(method: str, model_name: str, k: int, steps: int, batch_shape: 
     combiner = build_combiner(method, list(LOSS_NAMES), PRIMARY["retrieval"], {**meltr_cfg, "k": k, "seed": seed})
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=1e-4)
-    base = psutil.Process().memory_info().rss
-    for step in range(1, steps + 1):
+    for step in range(1, 2 * k + 1):  # warm-up: optimiser state and one-time allocations exist afterwards
         run_step(model, combiner, opt, params, batches[(step - 1) % len(batches)], step, seed + step, dev)
-    return (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - base) / 2**20
+    with PeakRSS() as rss:
+        for step in range(2 * k + 1, 4 * k + 1):
+            run_step(model, combiner, opt, params, batches[(step - 1) % len(batches)], step, seed + step, dev)
+    return rss.mb
 
 
 def cpu_peak_mb(*args) -> float:
-    ctx = multiprocessing.get_context("spawn")
-    with ctx.Pool(1) as pool:
-        return pool.apply(_cpu_peak_mb, args)
+    """CPU has no allocator statistics, and freed memory is reused by whatever runs next, so each method
+    runs alone in a spawned process whose allocator returns large blocks to the OS on free
+    (MALLOC_MMAP_THRESHOLD_): its sampled RSS then follows the live tensors."""
+    old = os.environ.get("MALLOC_MMAP_THRESHOLD_")
+    os.environ["MALLOC_MMAP_THRESHOLD_"] = "65536"
+    try:
+        with multiprocessing.get_context("spawn").Pool(1) as pool:
+            return pool.apply(_cpu_peak_mb, args)
+    finally:
+        if old is None:
+            os.environ.pop("MALLOC_MMAP_THRESHOLD_")
+        else:
+            os.environ["MALLOC_MMAP_THRESHOLD_"] = old
 
 
 # (name, estimator, meta batches): the official sampling for every estimator, plus ours that reuse the
@@ -107,7 +142,7 @@ def time_method(method: str, batches: list[dict], model_name: str, k: int, warmu
     else:
         b = batches[0]
         shape = (b["video"].shape[0], b["video"].shape[1], b["video"].shape[2], b["text_ids"].shape[1])
-        peak = cpu_peak_mb(method, model_name, k, 2 * k, shape, seed, meltr_cfg, torch.get_num_threads())
+        peak = cpu_peak_mb(method, model_name, k, shape, seed, meltr_cfg, torch.get_num_threads())
     estimator = meltr_cfg.get("estimator") if method == "meltr" else None
     return {"step_ms": float(np.median(window)),
             "step_ms_iqr": float(np.subtract(*np.percentile(window, [75, 25]))),
@@ -189,7 +224,8 @@ def bench_meltr_step(model: str = "tiny", k: int = 3, steps: int = 30, warmup: i
     return {"model": model, "params_m": params / 1e6, "k": k, "batch_size": batch_size, "steps_timed": steps,
             "warmup": warmup, "device": _device_label(dev), "torch": torch.__version__,
             "memory": "torch.cuda.max_memory_allocated" if dev.type == "cuda"
-            else "peak RSS increase over the RSS after setup, each method alone in a spawned process",
+            else "sampled peak RSS increase over 2k steps after a 2k-step warm-up, each method alone in a "
+            "spawned process with MALLOC_MMAP_THRESHOLD_=65536",
             "finetune": ft, "multitask": mt, "estimators": estimators}
 
 

@@ -62,6 +62,27 @@ def write_jsonl(path: str | os.PathLike, records: Iterable[dict]) -> None:
     write_text(path, "".join(json.dumps(r, sort_keys=True) + "\n" for r in records))
 
 
+def read_json_object(path: str | os.PathLike, missing: str = "") -> dict:
+    """Read a JSON file that must hold an object; every failure is a one-line MeltrError naming the file
+    (and the line and column of a syntax error). `missing` explains what the file is, when absent."""
+    from .errors import MeltrError
+
+    try:
+        with open(path, encoding="utf-8") as f:
+            obj = json.load(f)
+    except FileNotFoundError:
+        raise MeltrError(f"{path}: file not found" + (f" (expected {missing})" if missing else "")) from None
+    except OSError as exc:
+        raise MeltrError(f"{path}: cannot read ({exc.strerror})") from None
+    except json.JSONDecodeError as exc:
+        raise MeltrError(f"{path}:{exc.lineno}:{exc.colno}: invalid JSON ({exc.msg})") from None
+    except UnicodeDecodeError as exc:
+        raise MeltrError(f"{path}: expected UTF-8 JSON ({exc.reason} at byte {exc.start})") from None
+    if not isinstance(obj, dict):
+        raise MeltrError(f"{path}: expected a JSON object, got {type(obj).__name__}")
+    return obj
+
+
 def read_jsonl(path: str | os.PathLike) -> list[dict]:
     """Read a JSONL file; a malformed line raises MeltrError naming file and line."""
     from .errors import MeltrError

@@ -6,7 +6,6 @@ that MELTR's throughput price can be read next to what it buys.
 """
 from __future__ import annotations
 
-import json
 import math
 import os
 from pathlib import Path
@@ -17,7 +16,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from .errors import MeltrError
-from .io import atomic_path, read_jsonl, write_json, write_text
+from .io import atomic_path, read_json_object, read_jsonl, write_json, write_text
 
 METHOD_ORDER = ("finetune", "multitask", "meltr")
 METHOD_LABEL = {"finetune": "fine-tune", "multitask": "multi-task", "meltr": "MELTR"}
@@ -53,17 +52,7 @@ DVC_KEYS = ("R1", "R5", "R10", "MedR", "samples_per_s", "step_ms", "peak_mem_mb"
 
 
 def _read_json(path: Path) -> dict:
-    try:
-        obj = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise MeltrError(f"{path}: file not found (expected in every run directory)") from None
-    except OSError as exc:
-        raise MeltrError(f"{path}: cannot read ({exc.strerror})") from None
-    except json.JSONDecodeError as exc:
-        raise MeltrError(f"{path}: expected a JSON object ({exc.msg} at line {exc.lineno})") from None
-    if not isinstance(obj, dict):
-        raise MeltrError(f"{path}: expected a JSON object, got {type(obj).__name__}")
-    return obj
+    return read_json_object(path, missing="in every run directory")
 
 
 def _get(obj: dict, key: str, path: Path, where: str = "", nullable: bool = False) -> Any:

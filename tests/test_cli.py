@@ -5,16 +5,13 @@ import json
 
 import pytest
 
+from conftest import make_tiny_msrvtt
 from meltr.cli import main
 
 
 @pytest.fixture(scope="module")
 def prepared(tmp_path_factory):
-    root = tmp_path_factory.mktemp("cli")
-    assert main(["synth", "--out", str(root / "raw"), "--n-train", "8", "--n-test", "4", "--seconds", "2",
-                 "--size", "32", "--captions-per-video", "2"]) == 0
-    assert main(["prepare", "--root", str(root / "raw"), "--out", str(root / "prep")]) == 0
-    return root
+    return make_tiny_msrvtt(tmp_path_factory.mktemp("cli"))
 
 
 def one_error_line(capsys) -> str:

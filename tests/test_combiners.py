@@ -21,13 +21,7 @@ CAPTIONS = ["a man is cooking", "a dog runs in the park", "two people talk", "a 
 ALL = list(LOSS_NAMES)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors: intra-op threads only add synchronisation, which stalls badly on a loaded 2-core box."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(autouse=True)

@@ -12,15 +12,13 @@ import time
 import pytest
 import torch
 
+from conftest import make_tiny_msrvtt
 from meltr.cli import main
 
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
-    root = tmp_path_factory.mktemp("resume")
-    assert main(["synth", "--out", str(root / "raw"), "--n-train", "12", "--n-test", "4", "--seconds", "2",
-                 "--size", "32", "--captions-per-video", "2"]) == 0
-    assert main(["prepare", "--root", str(root / "raw"), "--out", str(root / "prep")]) == 0
+    root = make_tiny_msrvtt(tmp_path_factory.mktemp("resume"), n_train=12)
     assert main(["features", "--manifests", str(root / "prep/train.jsonl"), str(root / "prep/test.jsonl"),
                  "--out", str(root / "feats"), "--threads", "1"]) == 0
     return root

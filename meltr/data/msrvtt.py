@@ -6,12 +6,11 @@ Train records carry all captions of a video; test records (1k-A) carry the one J
 """
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
 from ..errors import MeltrError
-from ..io import write_json, write_jsonl
+from ..io import read_json_object, write_json, write_jsonl
 
 DATA_JSON = "MSRVTT_data.json"
 TRAIN_CSV = {"9k": "MSRVTT_train.9k.csv", "7k": "MSRVTT_train.7k.csv"}
@@ -82,19 +81,7 @@ def prepare_msrvtt(root: str | os.PathLike, out_dir: str | os.PathLike, *, video
 
 def _read_data_json(path: str) -> tuple[set[str], dict[str, list[str]]]:
     """Validate MSRVTT_data.json; return (known video ids, {video_id: captions in file order})."""
-    try:
-        with open(path, encoding="utf-8") as f:
-            data = json.load(f)
-    except FileNotFoundError:
-        raise MeltrError(f"{path}: file not found (expected the MSRVTT annotation file)") from None
-    except OSError as exc:
-        raise MeltrError(f"{path}: cannot read ({exc.strerror})") from None
-    except json.JSONDecodeError as exc:
-        raise MeltrError(f"{path}:{exc.lineno}:{exc.colno}: invalid JSON ({exc.msg})") from None
-    except UnicodeDecodeError as exc:
-        raise MeltrError(f"{path}: expected UTF-8 JSON ({exc.reason} at byte {exc.start})") from None
-    if not isinstance(data, dict):
-        raise MeltrError(f"{path}: expected a JSON object with keys 'videos' and 'sentences', got {type(data).__name__}")
+    data = read_json_object(path, missing="the MSRVTT annotation file")
     for key in ("videos", "sentences"):
         if key not in data:
             raise MeltrError(f"{path}: expected top-level key {key!r}")

@@ -79,15 +79,10 @@ def _cpu_peak_mb(method: str, model_name: str, k: int, batch_shape: tuple, seed:
     batch_size, frames, dim, max_words = batch_shape
     dev = torch.device("cpu")
     batches = synthetic_batches(max(12, 2 * k), batch_size, frames, dim, max_words, seed, dev)
-    model = _fresh_model(model_name, batches, seed, dev).train()
-    combiner = build_combiner(method, list(LOSS_NAMES), PRIMARY["retrieval"], {**meltr_cfg, "k": k, "seed": seed})
-    params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=1e-4)
-    for step in range(1, 2 * k + 1):  # warm-up: optimiser state and one-time allocations exist afterwards
-        run_step(model, combiner, opt, params, batches[(step - 1) % len(batches)], step, seed + step, dev)
+    run = MethodRun(method, batches, model_name, k, dev, seed, meltr_cfg)
+    run.run(2 * k, record=False)  # warm-up: optimiser state and one-time allocations exist afterwards
     with PeakRSS() as rss:
-        for step in range(2 * k + 1, 4 * k + 1):
-            run_step(model, combiner, opt, params, batches[(step - 1) % len(batches)], step, seed + step, dev)
+        run.run(2 * k, record=False)
     return rss.mb
 
 
@@ -119,36 +114,55 @@ def _fresh_model(model_name: str, batches: list[dict], seed: int, device: torch.
                        b["video"].shape[1], seed).to(device)
 
 
-def time_method(method: str, batches: list[dict], model_name: str, k: int, warmup: int, steps: int,
-                device: torch.device, seed: int, meltr_cfg: dict) -> dict:
-    """Median step time (ms), samples/s over the window, meta-step time and peak memory of one method."""
-    model = _fresh_model(model_name, batches, seed, device).train()
-    combiner = build_combiner(method, list(LOSS_NAMES), PRIMARY["retrieval"], {**meltr_cfg, "k": k, "seed": seed})
-    combiner.to(device)
-    params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=1e-4)
-    times, meta_times = [], []
-    for step in range(1, warmup + steps + 1):
-        if step == warmup + 1 and device.type == "cuda":
-            torch.cuda.reset_peak_memory_stats(device)
-        r = run_step(model, combiner, opt, params, batches[(step - 1) % len(batches)], step, seed + step, device)
-        if step > warmup:
-            times.append(r.step_ms)
-            if r.meta is not None:
-                meta_times.append(r.meta_ms)
-    window = np.array(times)
-    if device.type == "cuda":
-        peak = torch.cuda.max_memory_allocated(device) / 2**20
-    else:
+class MethodRun:
+    """One method's model, combiner and optimiser, stepped a window at a time (its own step counter)."""
+
+    def __init__(self, method: str, batches: list[dict], model_name: str, k: int, device: torch.device,
+                 seed: int, meltr_cfg: dict):
+        self.method, self.batches, self.device, self.seed = method, batches, device, seed
+        self.model = _fresh_model(model_name, batches, seed, device).train()
+        self.combiner = build_combiner(method, list(LOSS_NAMES), PRIMARY["retrieval"],
+                                       {**meltr_cfg, "k": k, "seed": seed}).to(device)
+        self.params = [p for p in self.model.parameters() if p.requires_grad]
+        self.opt = torch.optim.AdamW(self.params, lr=1e-4)
+        self.step, self.times, self.meta_times = 0, [], []
+
+    def run(self, n: int, record: bool = True) -> None:
+        for _ in range(n):
+            self.step += 1
+            batch = self.batches[(self.step - 1) % len(self.batches)]
+            r = run_step(self.model, self.combiner, self.opt, self.params, batch, self.step, self.seed + self.step,
+                         self.device)
+            if record:
+                self.times.append(r.step_ms)
+                if r.meta is not None:
+                    self.meta_times.append(r.meta_ms)
+
+    def summary(self, batch_size: int) -> dict:
+        window = np.array(self.times)
+        return {"step_ms": float(np.median(window)),
+                "step_ms_iqr": float(np.subtract(*np.percentile(window, [75, 25]))),
+                "samples_per_s": float(len(window) * batch_size / (window.sum() / 1e3)),
+                "meta_step_ms": float(np.median(self.meta_times)) if self.meta_times else None}
+
+
+def peak_memory_mb(method: str, batches: list[dict], model_name: str, k: int, device: torch.device, seed: int,
+                   meltr_cfg: dict) -> float:
+    """Peak memory of one method measured with nothing else resident: on a GPU max_memory_allocated over
+    2k steps after a 2k-step warm-up; on CPU see cpu_peak_mb."""
+    if device.type != "cuda":
         b = batches[0]
         shape = (b["video"].shape[0], b["video"].shape[1], b["video"].shape[2], b["text_ids"].shape[1])
-        peak = cpu_peak_mb(method, model_name, k, shape, seed, meltr_cfg, torch.get_num_threads())
-    estimator = meltr_cfg.get("estimator") if method == "meltr" else None
-    return {"step_ms": float(np.median(window)),
-            "step_ms_iqr": float(np.subtract(*np.percentile(window, [75, 25]))),
-            "samples_per_s": float(len(window) * batches[0]["video"].shape[0] / (window.sum() / 1e3)),
-            "meta_step_ms": float(np.median(meta_times)) if meta_times else None, "peak_mem_mb": float(peak),
-            "attention_kernel": "math (meta step)" if estimator in NEEDS_MATH_SDPA else "default"}
+        return cpu_peak_mb(method, model_name, k, shape, seed, meltr_cfg, torch.get_num_threads())
+    run = MethodRun(method, batches, model_name, k, device, seed, meltr_cfg)
+    run.run(2 * k, record=False)
+    torch.cuda.synchronize(device)
+    torch.cuda.reset_peak_memory_stats(device)
+    run.run(2 * k, record=False)
+    peak = torch.cuda.max_memory_allocated(device) / 2**20
+    del run
+    torch.cuda.empty_cache()
+    return peak
 
 
 def estimator_accuracy(batches: list[dict], model_name: str, seed: int, device: torch.device,
@@ -207,21 +221,36 @@ def bench_meltr_step(model: str = "tiny", k: int = 3, steps: int = 30, warmup: i
     warmup = warmup if warmup is not None else max(2 * k, 6)
     warmup = math.ceil(warmup / k) * k
     batches = synthetic_batches(max(12, 2 * k), batch_size, frames, feature_dim, max_words, seed, dev)
-    ft = time_method("finetune", batches, model, k, warmup, steps, dev, seed, meltr_cfg)
-    mt = time_method("multitask", batches, model, k, warmup, steps, dev, seed, meltr_cfg)
+    configs = {"finetune": ("finetune", meltr_cfg), "multitask": ("multitask", meltr_cfg)}
+    for name, est, mode in VARIANTS:
+        configs[name] = ("meltr", {**meltr_cfg, "estimator": est, "meta_batches": mode})
+    # Timing: every method warms up, then they take turns, one window (a multiple of k) each per round, so
+    # slow drifts of the machine (clocks, caches, other load) fall on all methods alike.
+    runs = {name: MethodRun(method, batches, model, k, dev, seed, cfg) for name, (method, cfg) in configs.items()}
+    for run in runs.values():
+        run.run(warmup, record=False)
+    for _ in range(steps // k):
+        for run in runs.values():
+            run.run(k)
+    timing = {name: run.summary(batch_size) for name, run in runs.items()}
+    del runs
+    for name, (method, cfg) in configs.items():  # memory: one method at a time, nothing else resident
+        timing[name]["peak_mem_mb"] = peak_memory_mb(method, batches, model, k, dev, seed, cfg)
     accuracy = estimator_accuracy(batches, model, seed, dev, meltr_cfg)
+    ft, mt = timing["finetune"], timing["multitask"]
     estimators = {}
     for name, est, mode in VARIANTS:
-        r = time_method("meltr", batches, model, k, warmup, steps, dev, seed,
-                        {**meltr_cfg, "estimator": est, "meta_batches": mode})
+        r = timing[name]
         estimators[name] = {
             **r, **accuracy[name], "estimator": est, "meta_batches": mode,
+            "attention_kernel": "math (meta step)" if est in NEEDS_MATH_SDPA else "default",
             "ratio_vs_multitask": r["samples_per_s"] / mt["samples_per_s"],
             "ratio_vs_finetune": r["samples_per_s"] / ft["samples_per_s"],
             "mem_ratio_vs_multitask": r["peak_mem_mb"] / mt["peak_mem_mb"] if mt["peak_mem_mb"] > 0 else None,
         }
     params = sum(p.numel() for p in _fresh_model(model, batches, seed, torch.device("cpu")).parameters())
     return {"model": model, "params_m": params / 1e6, "k": k, "batch_size": batch_size, "steps_timed": steps,
+            "timing": f"interleaved: {steps // k} rounds of {k} steps per method after {warmup} warm-up steps",
             "warmup": warmup, "device": _device_label(dev), "torch": torch.__version__,
             "memory": "torch.cuda.max_memory_allocated" if dev.type == "cuda"
             else "sampled peak RSS increase over 2k steps after a 2k-step warm-up, each method alone in a "

@@ -21,10 +21,11 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from .combiners import build_combiner
 from .data.batching import Batcher, tokenize
-from .meta.hypergradient import ESTIMATORS, NEEDS_MATH_SDPA, hypergradient
+from .combiners.meltr import _trainable
+from .meta.hypergradient import ESTIMATORS, NEEDS_MATH_SDPA, grads_or_zeros, hypergradient
 from .models.tokenizer import load_tokenizer
 from .models.univl import LOSS_NAMES, PRIMARY
-from .train import build_model, resolve_device, run_step
+from .train import build_model, device_name, resolve_device, run_step
 
 COLOURS = ["red", "green", "blue", "yellow", "white", "purple"]
 SHAPES = ["circle", "square", "triangle", "cross"]
@@ -172,16 +173,11 @@ def estimator_accuracy(batches: list[dict], model_name: str, seed: int, device: 
     model = _fresh_model(model_name, batches, seed, device).eval()
     combiner = build_combiner("meltr", list(LOSS_NAMES), PRIMARY["retrieval"], {**meltr_cfg, "seed": seed})
     combiner.to(device)
-    names = [n for n, p in model.named_parameters() if p.requires_grad]
-    params = [p for p in model.parameters() if p.requires_grad]
-    opts = {"neumann_terms": combiner.cfg.neumann_terms, "neumann_alpha": combiner.cfg.neumann_alpha,
-            "fd_eps": combiner.cfg.fd_eps}
+    names, params = _trainable(model)
+    opts = combiner._options()
 
     def task_losses_on(batch):
-        def task_losses(ps):
-            out = functional_call(model, dict(zip(names, ps)), (batch, combiner.loss_names))
-            return torch.stack([out[n] for n in combiner.loss_names])
-        return task_losses
+        return combiner._task_losses(model, names, batch, seed)
 
     def val_loss_on(batch):
         return lambda ps: functional_call(model, dict(zip(names, ps)), (batch, (combiner.primary,)))[combiner.primary]
@@ -202,8 +198,7 @@ def estimator_accuracy(batches: list[dict], model_name: str, seed: int, device: 
                                   **opts)
             else:  # what the training step hands over: L(W) and v from one forward and its graph
                 vec = task_losses_on(batches[0])(params)
-                v = torch.autograd.grad(vec[0], params, allow_unused=True)
-                v = [torch.zeros_like(p) if x is None else x for x, p in zip(v, params)]
+                v = grads_or_zeros(vec[0], params)
                 g = hypergradient(combiner.net, task_losses_on(batches[0]), None, params, est, v=v,
                                   losses=vec.detach(), **opts)
         g, ref = flat(g), refs[mode]
@@ -251,17 +246,11 @@ def bench_meltr_step(model: str = "tiny", k: int = 3, steps: int = 30, warmup: i
     params = sum(p.numel() for p in _fresh_model(model, batches, seed, torch.device("cpu")).parameters())
     return {"model": model, "params_m": params / 1e6, "k": k, "batch_size": batch_size, "steps_timed": steps,
             "timing": f"interleaved: {steps // k} rounds of {k} steps per method after {warmup} warm-up steps",
-            "warmup": warmup, "device": _device_label(dev), "torch": torch.__version__,
+            "warmup": warmup, "device": device_name(dev), "torch": torch.__version__,
             "memory": "torch.cuda.max_memory_allocated" if dev.type == "cuda"
             else "sampled peak RSS increase over 2k steps after a 2k-step warm-up, each method alone in a "
             "spawned process with MALLOC_MMAP_THRESHOLD_=65536",
             "finetune": ft, "multitask": mt, "estimators": estimators}
-
-
-def _device_label(dev: torch.device) -> str:
-    if dev.type == "cuda":
-        return torch.cuda.get_device_name(dev)
-    return f"cpu ({torch.get_num_threads()} threads)"
 
 
 def format_table(result: dict) -> str:

@@ -295,13 +295,13 @@ def _throughput(cfg: TrainConfig, step_ms: list[float], meta_ms: list[float], pe
         "step_ms": float(med), "step_ms_iqr": float(q3 - q1),
         "samples_per_s": float(cfg.batch_size * len(window) / (window.sum() / 1e3)) if len(window) else math.nan,
         "meta_step_ms": float(np.median(meta_ms)) if meta_ms else None,
-        "peak_mem_mb": float(peak), "device": _device_name(device), "batch_size": cfg.batch_size,
+        "peak_mem_mb": float(peak), "device": device_name(device), "batch_size": cfg.batch_size,
         "steps_timed": int(len(window)), "estimator": cfg.meltr.get("estimator", "double_backward")
         if cfg.method == "meltr" else None,
     }
 
 
-def _device_name(device: torch.device) -> str:
+def device_name(device: torch.device) -> str:
     if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
+        return torch.cuda.getdevice_name(device)
     return f"cpu ({torch.get_num_threads()} threads)"

@@ -25,7 +25,7 @@ from torch import nn
 from torch.func import functional_call
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from ..meta.hypergradient import ESTIMATORS, NEEDS_MATH_SDPA, hypergradient
+from ..meta.hypergradient import ESTIMATORS, NEEDS_MATH_SDPA, grads_or_zeros, hypergradient
 from ..meta.meltr_net import NET_PRESETS, MetaLossTransformer
 from ..parallel import all_reduce_mean
 from ..rng import seeded
@@ -148,8 +148,7 @@ class MeltrCombiner(LossCombiner):
             return None
         names, params = _trainable(model)
         val = losses[0] + (self._regulariser(losses) if self.cfg.gamma else 0)
-        v = torch.autograd.grad(val, params, allow_unused=True)
-        v = [torch.zeros_like(p) if g is None else g for g, p in zip(v, params)]
+        v = grads_or_zeros(val, params)
         task_losses = self._task_losses(model, names, batch, seed)
         with self._kernel():
             grads = hypergradient(self.net, task_losses, None, params, self.cfg.estimator, v=v,

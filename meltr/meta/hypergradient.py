@@ -54,7 +54,7 @@ def hypergradient(combiner: nn.Module, task_losses: LossVector, val_loss: Scalar
     if method in ("double_backward", "neumann"):
         return _reverse_over_reverse(combiner, task_losses, val_loss, params, phi,
                                      neumann_terms if method == "neumann" else 0, neumann_alpha)
-    v = list(v) if v is not None else _grads(val_loss(params), params)
+    v = list(v) if v is not None else grads_or_zeros(val_loss(params), params)
     if method == "jvp":
         primals = tuple(p.detach() for p in params)
         losses, s = torch.func.jvp(lambda *ps: task_losses(list(ps)), primals, tuple(v))
@@ -65,7 +65,7 @@ def hypergradient(combiner: nn.Module, task_losses: LossVector, val_loss: Scalar
     return _contract(combiner, losses.detach(), s.detach(), phi)
 
 
-def _grads(out: torch.Tensor, wrt: Sequence[torch.Tensor], **kw) -> list[torch.Tensor]:
+def grads_or_zeros(out: torch.Tensor, wrt: Sequence[torch.Tensor], **kw) -> list[torch.Tensor]:
     """autograd.grad with zeros (not None) for inputs the output does not depend on."""
     got = torch.autograd.grad(out, wrt, allow_unused=True, **kw)
     return [torch.zeros_like(w) if g is None else g for g, w in zip(got, wrt)]
@@ -74,17 +74,17 @@ def _grads(out: torch.Tensor, wrt: Sequence[torch.Tensor], **kw) -> list[torch.T
 def _reverse_over_reverse(combiner, task_losses, val_loss, params, phi, terms: int, alpha: float):
     l_train = combiner(task_losses(params))
     g_train = torch.autograd.grad(l_train, params, create_graph=True, allow_unused=True)
-    v = _grads(val_loss(params), params)
+    v = grads_or_zeros(val_loss(params), params)
     # Only the entries of dL_train/dW that carry a graph can be differentiated again.
     live = [i for i, g in enumerate(g_train) if g is not None and g.requires_grad]
     g_live = [g_train[i] for i in live]
     p = list(v)
     for _ in range(terms):  # AuxiLearn's approxInverseHVP: v <- v - alpha H v ; p <- p + v
-        hv = _grads(g_live, [params[i] for i in live], grad_outputs=[v[i] for i in live], retain_graph=True)
+        hv = grads_or_zeros(g_live, [params[i] for i in live], grad_outputs=[v[i] for i in live], retain_graph=True)
         for j, i in enumerate(live):
             v[i] = v[i] - alpha * hv[j]
             p[i] = p[i] + v[i]
-    hg = _grads(g_live, phi, grad_outputs=[p[i] for i in live])
+    hg = grads_or_zeros(g_live, phi, grad_outputs=[p[i] for i in live])
     return tuple(-h for h in hg)
 
 
@@ -110,5 +110,5 @@ def _contract(combiner, losses: torch.Tensor, s: torch.Tensor, phi):
     losses = losses.clone().requires_grad_(True)
     with torch.enable_grad(), sdpa_kernel(SDPBackend.MATH):  # MELTR's own attention is differentiated twice
         (w,) = torch.autograd.grad(combiner(losses), losses, create_graph=True)
-        hg = _grads((w * s).sum(), phi)
+        hg = grads_or_zeros((w * s).sum(), phi)
     return tuple(-h for h in hg)

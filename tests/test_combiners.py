@@ -72,11 +72,14 @@ def grad_snapshot(module):
     return {n: None if p.grad is None else p.grad.clone() for n, p in module.named_parameters()}
 
 
-def assert_same(a, b):
+def assert_same(a, b, ulps: int = 0):
+    """Equal state dicts: bitwise, or within `ulps` float32 roundings (an in-place perturbation undone)."""
     assert a.keys() == b.keys()
     for n in a:
         if a[n] is None or b[n] is None:
             assert a[n] is None and b[n] is None, n
+        elif ulps:
+            torch.testing.assert_close(a[n], b[n], rtol=ulps * torch.finfo(torch.float32).eps, atol=1e-12, msg=n)
         else:
             assert torch.equal(a[n], b[n]), n
 
@@ -406,7 +409,9 @@ def test_current_batch_meta_step_reuses_the_step_and_matches_the_official_hyperg
     r2 = run_step(model, comb, opt, params, batches[1], 2, 12, torch.device("cpu"))
     assert r2.meta == {"meta_skipped": False, "meta_grad_norm": pytest.approx(r2.meta["meta_grad_norm"])}
     assert seen["kw"]["losses"] is not None and seen["kw"]["v"] is not None  # the step's own forward reused
-    assert_same(snapshot(model), before_backbone)
+    # finite_difference perturbs W in place and undoes it: equal up to one rounding per element
+    assert seen["kw"]["inplace"] == (estimator == "finite_difference")
+    assert_same(snapshot(model), before_backbone, ulps=2 if estimator == "finite_difference" else 0)
     # The reference: the official computation on the same batch and dropout masks, same (pre-update) phi.
     _, task_losses, _, params_used, _ = seen["args"]
 

@@ -151,8 +151,10 @@ class MeltrCombiner(LossCombiner):
         v = grads_or_zeros(val, params)
         task_losses = self._task_losses(model, names, batch, seed)
         with self._kernel():
+            # finite_difference perturbs W in place: no second copy of the parameters at the memory peak
             grads = hypergradient(self.net, task_losses, None, params, self.cfg.estimator, v=v,
-                                  losses=losses.detach(), **self._options())
+                                  losses=losses.detach(), inplace=self.cfg.estimator == "finite_difference",
+                                  **self._options())
             if self.cfg.gamma and self.cfg.reg_direct:
                 grads = self._add_direct(grads, losses.detach())
         return self._update_net(grads)

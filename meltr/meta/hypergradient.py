@@ -17,6 +17,9 @@ The estimators differ only in how they get there:
     finite_difference  s ~ (L(W + eps v) - L(W - eps v)) / 2 eps with eps = fd_eps / |v|: first-order passes
                        only, so fused attention, DDP and FSDP keep working. Given L(W) and v from the
                        training step itself, one-sided: a single extra forward (~3F per meta step).
+                       With `inplace=True` it perturbs the parameters in place and takes g_v from an
+                       ordinary `.backward()`, so the module may be wrapped (DDP, FSDP2 with DTensor shards):
+                       no functional_call, no autograd.grad with respect to the parameters.
 
 All return one tensor per parameter of `combiner.parameters()`, with the official sign.
 """
@@ -27,6 +30,8 @@ from typing import Callable, Sequence
 import torch
 from torch import nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
+
+from ..parallel import all_reduce_mean
 
 ESTIMATORS = ("double_backward", "neumann", "jvp", "finite_difference")
 # Estimators that differentiate twice or in forward mode: fused SDPA kernels support neither.
@@ -40,17 +45,28 @@ def hypergradient(combiner: nn.Module, task_losses: LossVector, val_loss: Scalar
                   params: Sequence[torch.Tensor], method: str = "double_backward", *,
                   neumann_terms: int = 3, neumann_alpha: float = 1e-2, fd_eps: float = 1e-2,
                   fd_midpoint: bool = True, v: Sequence[torch.Tensor] | None = None,
-                  losses: torch.Tensor | None = None) -> tuple[torch.Tensor, ...]:
+                  losses: torch.Tensor | None = None, inplace: bool = False) -> tuple[torch.Tensor, ...]:
     """One tensor per parameter of `combiner.parameters()`, with the official sign.
 
     Reuse (first-order estimators only): `v` is dL_val/dW already computed (then `val_loss` is not
     called); `losses` is L(W) already computed on the training batch, which makes `finite_difference`
     one-sided: one extra forward, s ~ (L(W + eps v) - L(W)) / eps.
+
+    `inplace` (finite_difference only): `task_losses` and `val_loss` are called with `params` themselves,
+    perturbed in place and restored afterwards (to within float rounding), so they may ignore their argument
+    and call a wrapped module; v comes from `val_loss(params).backward()` (under DDP or FSDP2 the
+    gradient of the global batch, sharded like the parameters). The parameters' `.grad` is left as None.
+    Under FSDP2 the root module must reshard after forward too (`fully_shard(root, reshard_after_forward=True)`;
+    FSDP2 keeps the root's gathered parameters by default), or a forward would not see the perturbed shards.
     """
     if method not in ESTIMATORS:
         raise ValueError(f"hypergradient method {method!r}: expected one of {ESTIMATORS}")
     params = list(params)
     phi = list(combiner.parameters())
+    if inplace:
+        if method != "finite_difference":
+            raise ValueError(f"hypergradient: inplace=True needs method 'finite_difference', got {method!r}")
+        return _finite_difference_inplace(combiner, task_losses, val_loss, params, phi, fd_eps, v, losses)
     if method in ("double_backward", "neumann"):
         return _reverse_over_reverse(combiner, task_losses, val_loss, params, phi,
                                      neumann_terms if method == "neumann" else 0, neumann_alpha)
@@ -103,6 +119,43 @@ def _one_sided_difference(task_losses, params, v, eps_scale: float, losses: torc
     with torch.no_grad():
         plus = task_losses([p + eps * d for p, d in zip(params, v)])
     return losses, (plus - losses) / eps
+
+
+def _finite_difference_inplace(combiner, task_losses, val_loss, params, phi, eps_scale: float, v, losses):
+    if v is None:
+        for p in params:
+            p.grad = None
+        val_loss(params).backward()
+        v = [torch.zeros_like(p) if p.grad is None else p.grad.detach() for p in params]
+        for p in params:
+            p.grad = None
+    v = list(v)
+    with torch.no_grad():
+        if losses is None:
+            losses = task_losses(params)
+        eps = eps_scale / max(float(_global_norm(v)), 1e-12)
+        for p, d in zip(params, v):
+            p.add_(d, alpha=eps)
+        try:
+            plus = task_losses(params)
+        finally:
+            for p, d in zip(params, v):
+                p.sub_(d, alpha=eps)
+    # Several ranks: contract at the global batch's loss vector and difference (the means over ranks, exact
+    # for per-example losses), so every rank gets the single-process value of the whole batch.
+    losses, plus = all_reduce_mean([losses.detach(), plus.detach()])
+    return _contract(combiner, losses, (plus - losses) / eps, phi)
+
+
+def _global_norm(v: Sequence[torch.Tensor]) -> torch.Tensor:
+    """|v| over all ranks' shards: DTensor (FSDP2) entries hold one shard of each parameter per rank."""
+    local = [x.to_local() if hasattr(x, "to_local") else x for x in v]  # DTensor: this rank's shard
+    sq = sum((x.detach().double() ** 2).sum() for x in local)
+    if any(hasattr(x, "to_local") for x in v):
+        import torch.distributed as dist
+
+        dist.all_reduce(sq)  # stays on the shards' device, as NCCL needs
+    return sq.sqrt()
 
 
 def _contract(combiner, losses: torch.Tensor, s: torch.Tensor, phi):

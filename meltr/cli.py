@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import importlib
+import inspect
 import json
 import logging
 import sys
@@ -50,6 +52,49 @@ def _optional(kind):
     return parse
 
 
+# ------------------------------------------------------------------ function keywords <-> flags
+# `synth` and `prepare` serve four datasets whose writers and loaders take different keywords: the flags are
+# the union of those keywords, and a flag the chosen dataset does not take is an error, not ignored.
+SYNTH = {"msrvtt": "synth.synth_msrvtt", "youcook2": "synth_youcook2.synth_youcook2",
+         "tgifqa": "synth_tgifqa.synth_tgifqa", "tvqa": "synth_tvqa.synth_tvqa"}
+
+
+def _function(dotted: str):
+    module, name = dotted.rsplit(".", 1)
+    return getattr(importlib.import_module(f"meltr.data.{module}"), name)
+
+
+NOT_FLAGS = ("task", "stats")  # set by the command itself
+
+
+def _keywords(fn, skip=NOT_FLAGS) -> dict[str, inspect.Parameter]:
+    return {n: p for n, p in inspect.signature(fn).parameters.items()
+            if p.kind == p.KEYWORD_ONLY and n not in skip}
+
+
+def _add_keyword_flags(parser: argparse.ArgumentParser, functions) -> list[str]:
+    names: dict[str, type] = {}
+    for fn in functions:
+        for n, p in _keywords(fn).items():
+            d = p.default
+            names.setdefault(n, type(d) if isinstance(d, (bool, int, float)) else str)
+    for n, kind in sorted(names.items()):
+        flag = "--" + n.replace("_", "-")
+        parser.add_argument(flag, type=_parse_bool if kind is bool else _optional(kind), default=None)
+    return sorted(names)
+
+
+def _pick_keywords(args: argparse.Namespace, fn, flags: list[str], what: str) -> dict:
+    """The flags given on the command line, checked against what `fn` takes."""
+    given = {n: getattr(args, n) for n in flags if getattr(args, n, None) is not None}
+    accepted = _keywords(fn)
+    wrong = sorted(set(given) - set(accepted))
+    if wrong:
+        raise MeltrError(f"{what}: option(s) {', '.join('--' + w.replace('_', '-') for w in wrong)} do not apply; "
+                         f"expected any of {', '.join('--' + a.replace('_', '-') for a in accepted) or 'none'}")
+    return given
+
+
 def _collect(args: argparse.Namespace, cls, prefix: str = "") -> dict:
     out = {}
     for f in dataclasses.fields(cls):
@@ -61,19 +106,31 @@ def _collect(args: argparse.Namespace, cls, prefix: str = "") -> dict:
 
 # ------------------------------------------------------------------ subcommands
 def cmd_synth(args) -> None:
-    from .data.synth import synth_msrvtt
+    fn = _function(SYNTH[args.dataset])
+    kwargs = _pick_keywords(args, fn, args.keyword_flags, f"synth --dataset {args.dataset}")
+    print(json.dumps(fn(args.out, **kwargs), default=str))
 
-    counts = synth_msrvtt(args.out, n_train=args.n_train, n_test=args.n_test,
-                          captions_per_video=args.captions_per_video, seconds=args.seconds, fps=args.fps,
-                          size=args.size, seed=args.seed)
-    print(json.dumps(counts))
+
+def _loader_options(args) -> dict:
+    from .data.registry import spec
+
+    s = spec(args.dataset)
+    loader = getattr(importlib.import_module(f"meltr.data.{s.module}"), s.loader)
+    return _pick_keywords(args, loader, args.keyword_flags, f"{args.command} --dataset {args.dataset}")
 
 
 def cmd_prepare(args) -> None:
-    from .data.msrvtt import prepare_msrvtt
+    from .data.registry import prepare
 
-    summary = prepare_msrvtt(args.root, args.out, video_dir=args.video_dir, train_list=args.train_list)
-    print(json.dumps({k: v for k, v in summary.items()}, default=str))
+    summary = prepare(args.dataset, args.task, args.root, args.out, check_media=args.check_media,
+                      **_loader_options(args))
+    print(json.dumps(summary, default=str))
+
+
+def cmd_data_check(args) -> None:
+    from .data.registry import check
+
+    print(json.dumps(check(args.dataset, args.root, **_loader_options(args)), default=str))
 
 
 def cmd_features(args) -> None:
@@ -86,6 +143,11 @@ def cmd_features(args) -> None:
         torch.set_num_threads(args.threads)
     records = [r for path in args.manifests for r in read_jsonl(path)]
     cfg = FeatureConfig(**_collect(args, FeatureConfig))
+    if args.s3d:  # UniVL's pre-extracted S3D features replace frame decoding and the vision backbone
+        from .features.s3d import s3d_store
+
+        print(json.dumps(s3d_store(records, args.s3d, args.out, cfg.num_frames)))
+        return
     print(json.dumps(extract_features(records, args.out, cfg)))
 
 
@@ -110,7 +172,8 @@ def cmd_evaluate(args) -> None:
         import torch
 
         torch.set_num_threads(args.threads)
-    metrics = evaluate(args.checkpoint, args.test_manifest, args.features, args.out, args.device)
+    metrics = evaluate(args.checkpoint, args.test_manifest, args.features, args.out, args.device,
+                       beam_size=args.beam_size, out_of_vocabulary=args.out_of_vocabulary, meteor=args.meteor)
     print(json.dumps(metrics))
 
 
@@ -140,57 +203,83 @@ def cmd_bench_meltr_step(args) -> None:
         write_json(args.json, result)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    from .combiners.meltr import MeltrConfig
-    from .features.extract import FeatureConfig
-    from .train import TrainConfig
+class _Lazy:
+    """A config dataclass imported only when its subcommand runs: importing torch and transformers takes
+    seconds, and `synth`, `prepare`, `data check` and `report` (most jobs of a run) need neither."""
+
+    def __init__(self, module: str, name: str, wanted: bool):
+        self.module, self.name, self.wanted = module, name, wanted
+
+    def flags(self, parser, **kw) -> None:
+        if self.wanted:
+            _add_dataclass_flags(parser, getattr(importlib.import_module(self.module, "meltr"), self.name), **kw)
+
+
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The whole CLI; `command` (the subcommand about to run, None: all) limits the heavy imports to it."""
+    def want(*names):
+        return command is None or command in names
+
+    MeltrConfig = _Lazy(".combiners.meltr", "MeltrConfig", want("train", "bench"))
+    FeatureConfig = _Lazy(".features.extract", "FeatureConfig", want("features"))
+    TrainConfig = _Lazy(".train", "TrainConfig", want("train"))
 
     parser = argparse.ArgumentParser(prog="meltr", description=__doc__.splitlines()[0])
     parser.add_argument("-v", "--verbose", action="store_true")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("synth", help="write a synthetic dataset in the real on-disk format")
-    p.add_argument("--dataset", choices=["msrvtt"], default="msrvtt")
-    p.add_argument("--out", required=True)
-    p.add_argument("--n-train", type=int, default=240)
-    p.add_argument("--n-test", type=int, default=60)
-    p.add_argument("--captions-per-video", type=int, default=5)
-    p.add_argument("--seconds", type=float, default=3.0)
-    p.add_argument("--fps", type=int, default=8)
-    p.add_argument("--size", type=int, default=48)
-    p.add_argument("--seed", type=int, default=0)
-    p.set_defaults(func=cmd_synth)
+    from .data.registry import DATASETS, spec
 
-    p = sub.add_parser("prepare", help="parse a dataset's own files into normalised JSONL manifests")
-    p.add_argument("--dataset", choices=["msrvtt"], default="msrvtt")
-    p.add_argument("--root", required=True)
-    p.add_argument("--video-dir", default="videos")
-    p.add_argument("--train-list", default="9k")
+    p = sub.add_parser("synth", help="write a synthetic dataset in the real on-disk format")
+    p.add_argument("--dataset", choices=list(SYNTH), default="msrvtt")
     p.add_argument("--out", required=True)
-    p.set_defaults(func=cmd_prepare)
+    p.set_defaults(func=cmd_synth, keyword_flags=_add_keyword_flags(p, [_function(f) for f in SYNTH.values()]))
+
+    loaders = [getattr(importlib.import_module(f"meltr.data.{spec(d).module}"), spec(d).loader) for d in DATASETS]
+    p = sub.add_parser("prepare", help="parse a dataset's own files into normalised JSONL manifests")
+    p.add_argument("--dataset", choices=list(DATASETS), default="msrvtt")
+    p.add_argument("--task", default="retrieval", help="a task of the dataset (see `meltr data check`)")
+    p.add_argument("--root", required=True)
+    p.add_argument("--out", required=True)
+    p.add_argument("--check-media", type=_parse_bool, default=True, metavar="BOOL",
+                   help="a referenced video that does not exist is an error (default true)")
+    p.set_defaults(func=cmd_prepare, keyword_flags=_add_keyword_flags(p, loaders))
+
+    data = sub.add_parser("data", help="inspect datasets").add_subparsers(dest="data", required=True)
+    p = data.add_parser("check", help="validate a download: counts per task and split, missing media (JSON)")
+    p.add_argument("--dataset", choices=list(DATASETS), required=True)
+    p.add_argument("--root", required=True)
+    p.set_defaults(func=cmd_data_check, keyword_flags=_add_keyword_flags(p, loaders))
 
     p = sub.add_parser("features", help="sample frames and embed them with a vision backbone")
     p.add_argument("--manifests", nargs="+", required=True)
     p.add_argument("--out", required=True)
     p.add_argument("--threads", type=int, default=None)
-    _add_dataclass_flags(p, FeatureConfig)
+    p.add_argument("--s3d", default=None, help="UniVL's S3D feature pickle: use it instead of decoding frames")
+    FeatureConfig.flags(p)
     p.set_defaults(func=cmd_features)
 
     p = sub.add_parser("train", help="fine-tune one (dataset, task, method, model) cell")
     p.add_argument("--train-manifest", required=True)
     p.add_argument("--features", required=True)
     p.add_argument("--out", required=True)
-    _add_dataclass_flags(p, TrainConfig, skip=("meltr",))
-    _add_dataclass_flags(p, MeltrConfig, prefix="meltr_", skip=("seed",))
+    TrainConfig.flags(p, skip=("meltr",))
+    MeltrConfig.flags(p, prefix="meltr_", skip=("seed",))
     p.set_defaults(func=cmd_train)
 
-    p = sub.add_parser("evaluate", help="retrieval metrics of a checkpoint on the test split")
+    p = sub.add_parser("evaluate", help="task metrics of a checkpoint on the evaluation split")
     p.add_argument("--checkpoint", required=True)
     p.add_argument("--test-manifest", required=True)
     p.add_argument("--features", required=True)
     p.add_argument("--out", required=True)
     p.add_argument("--device", default="auto")
     p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--beam-size", type=int, default=3, help="captioning: beam width (greedy is reported too)")
+    p.add_argument("--out-of-vocabulary", choices=["wrong", "exclude"], default="wrong",
+                   help="open-ended QA: test answers outside the training answers count as wrong (strict) "
+                        "or are excluded (All-in-one)")
+    p.add_argument("--meteor", type=_parse_bool, default=True, metavar="BOOL",
+                   help="captioning: compute METEOR (needs java)")
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("report", help="summary.csv, report.md and plots from finished runs")
@@ -210,13 +299,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--json", default=None, help="also write the numbers here")
-    _add_dataclass_flags(p, MeltrConfig, prefix="meltr_", skip=("seed", "k", "estimator"))
+    MeltrConfig.flags(p, prefix="meltr_", skip=("seed", "k", "estimator"))
     p.set_defaults(func=cmd_bench_meltr_step)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    command = next((a for a in argv if not a.startswith("-")), None)
+    args = build_parser(command).parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
     try:

@@ -1,15 +1,27 @@
-"""Text-to-video and video-to-text retrieval on the 1k-A-style test split (one caption per video)."""
+"""Score a trained model on its evaluation split, by the protocol of its task family (docs/datasets.md §6).
+
+    retrieval         t2v and v2t R@1/5/10, MedR, MeanR (one caption per clip: MSRVTT 1k-A, YouCook2 val)
+    captioning        BLEU-1..4, METEOR, ROUGE-L, CIDEr against every reference, greedy and beam search
+    multiple_choice   accuracy (%) over the options' scores (TGIF Action/Transition, TVQA val)
+    open_ended        accuracy (%) over the training answers; out-of-vocabulary answers per `out_of_vocabulary`
+    count             MSE after rounding and clipping to [1, 10]
+"""
 from __future__ import annotations
 
+import numpy as np
 import torch
 
-from .data.batching import tokenize
+from .data.batching import Batcher, tokenize
+from .data.records import read_records
+from .data.samplers import option_texts
 from .errors import MeltrError
 from .features.store import FeatureStore
-from .io import read_jsonl, write_json
-from .metrics import retrieval_metrics
+from .io import write_json
+from .metrics import caption_metrics, count_mse, qa_accuracy, retrieval_metrics
 from .models.tokenizer import load_tokenizer
-from .train import build_model, resolve_device
+from .train import build_model, resolve_device, text_length
+
+CHUNK = 32  # records per forward at evaluation
 
 
 def load_checkpoint(path: str, device: torch.device):
@@ -20,27 +32,120 @@ def load_checkpoint(path: str, device: torch.device):
         raise MeltrError(f"{path}: checkpoint not found") from None
     except (KeyError, RuntimeError, EOFError) as exc:
         raise MeltrError(f"{path}: expected a meltr checkpoint ({exc})") from None
-    model = build_model(cfg["model"], ckpt["feature_dim"], ckpt["vocab_size"], cfg["max_words"], ckpt["frames"],
-                        cfg["seed"])
+    words = text_length(cfg, ckpt.get("family", "retrieval"))
+    model = build_model(cfg["model"], ckpt["feature_dim"], ckpt["vocab_size"], words, ckpt["frames"],
+                        cfg["seed"], num_answers=max(1, len(ckpt.get("answers", []))))
     model.load_state_dict(ckpt["model"])
-    return model.to(device).eval(), cfg
+    return model.to(device).eval(), ckpt
 
 
-def evaluate(checkpoint: str, test_manifest: str, features_dir: str, out: str, device: str = "auto") -> dict:
+@torch.no_grad()
+def evaluate(checkpoint: str, test_manifest: str, features_dir: str, out: str, device: str = "auto",
+             beam_size: int = 3, out_of_vocabulary: str = "wrong", meteor: bool = True) -> dict:
     dev = resolve_device(device)
-    model, cfg = load_checkpoint(checkpoint, dev)
-    records = read_jsonl(test_manifest)
-    bad = [r.get("video_id") for r in records if len(r.get("captions", [])) != 1]
-    if bad:
-        raise MeltrError(f"{test_manifest}: expected exactly one caption per test video (1k-A protocol), "
-                         f"video {bad[0]!r} has another count")
-    text = tokenize(load_tokenizer(), [r["captions"][0] for r in records], cfg["max_words"])
-    video = torch.from_numpy(FeatureStore(features_dir).get([r["video_id"] for r in records]))
-    sim = model.retrieval_scores(text.ids.to(dev), text.mask.to(dev), video.to(dev),
-                                 torch.ones(video.shape[:2], dtype=torch.long, device=dev)).float().cpu().numpy()
-    n = len(records)
-    metrics = {"dataset": cfg["dataset"], "task": cfg["task"], "method": cfg["method"], "model": cfg["model"],
-               "n_test": n, "chance_R1": 100.0 / n,
-               "t2v": retrieval_metrics(sim), "v2t": retrieval_metrics(sim.T)}
+    model, ckpt = load_checkpoint(checkpoint, dev)
+    cfg, family = ckpt["config"], ckpt.get("family", "retrieval")
+    records = read_records(test_manifest, family)
+    store = FeatureStore(features_dir)
+    video = torch.from_numpy(store.get([r["video_id"] for r in records]))
+    ev = _Eval(model, load_tokenizer(), text_length(cfg, family), dev)
+    metrics = {"dataset": cfg["dataset"], "task": cfg["task"], "family": family, "method": cfg["method"],
+               "model": cfg["model"], "n_test": len(records)}
+    if family == "retrieval":
+        metrics.update(ev.retrieval(records, video))
+    elif family == "captioning":
+        metrics.update(ev.captioning(records, video, beam_size, meteor))
+    elif family == "multiple_choice":
+        metrics.update(ev.multiple_choice(records, video))
+    elif family == "open_ended":
+        metrics.update(ev.open_ended(records, video, ckpt["answers"], out_of_vocabulary))
+    else:
+        metrics.update(ev.count(records, video, ckpt.get("train_answer_mean")))
     write_json(out, metrics)
     return metrics
+
+
+class _Eval:
+    def __init__(self, model, tokenizer, max_words: int, device: torch.device):
+        self.model, self.tok, self.max_words, self.dev = model, tokenizer, max_words, device
+
+    def _video(self, video: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        v = video.to(self.dev)
+        return v, torch.ones(v.shape[:2], dtype=torch.long, device=self.dev)
+
+    def retrieval(self, records, video) -> dict:
+        bad = [r["video_id"] for r in records if len(r["captions"]) != 1]
+        if bad:
+            raise MeltrError(f"retrieval test: expected exactly one caption per clip (1k-A protocol), "
+                             f"clip {bad[0]!r} has {len(records[0]['captions'])}")
+        text = tokenize(self.tok, [r["captions"][0] for r in records], self.max_words)
+        v, vm = self._video(video)
+        sim = self.model.retrieval_scores(text.ids.to(self.dev), text.mask.to(self.dev), v, vm)
+        sim = sim.float().cpu().numpy()
+        return {"chance_R1": 100.0 / len(records), "t2v": retrieval_metrics(sim), "v2t": retrieval_metrics(sim.T)}
+
+    def captioning(self, records, video, beam_size: int, meteor: bool) -> dict:
+        refs = {r["id"]: list(r["captions"]) for r in records}
+        empty = Batcher(self.tok).empty(1)
+        out = {"beam_size": beam_size}
+        for name, beams in (("greedy", 1), ("beam", beam_size)):
+            hyps = {}
+            for i in range(0, len(records), CHUNK):
+                v, vm = self._video(video[i:i + CHUNK])
+                n = v.shape[0]
+                ids = self.model.generate(v, vm, empty.ids.expand(n, -1).to(self.dev),
+                                          empty.mask.expand(n, -1).to(self.dev), self.tok.cls_token_id,
+                                          self.tok.sep_token_id, self.max_words - 1, beams)
+                for rec, seq in zip(records[i:i + CHUNK], ids):
+                    hyps[rec["id"]] = self.tok.decode(seq, skip_special_tokens=True).strip()
+            out[name] = caption_metrics(refs, hyps, meteor=meteor)
+            out[f"{name}_examples"] = {k: hyps[k] for k in list(hyps)[:5]}
+        return out
+
+    def multiple_choice(self, records, video) -> dict:
+        labelled = [i for i, r in enumerate(records) if r["answer"] is not None]
+        if not labelled:
+            raise MeltrError("multiple-choice test: expected answers (TVQA test_public has none; evaluate on val)")
+        records, video = [records[i] for i in labelled], video[labelled]
+        qa = option_texts(records, self.tok, self.max_words)
+        preds = []
+        with torch.no_grad():
+            for i in range(0, len(records), CHUNK):
+                v, vm = self._video(video[i:i + CHUNK])
+                vh = self.model.encode_video(v, vm)
+                logits = self.model.option_logits(qa.ids[i:i + CHUNK].to(self.dev),
+                                                  qa.mask[i:i + CHUNK].to(self.dev), vh, vm)
+                preds += logits.argmax(1).tolist()
+        acc = qa_accuracy({r["id"]: p for r, p in zip(records, preds)}, {r["id"]: r["answer"] for r in records})
+        return {"chance_accuracy": 100.0 / len(records[0]["options"]), **acc}
+
+    def _pooled(self, records, video) -> torch.Tensor:
+        q = tokenize(self.tok, [r["question"] for r in records], self.max_words,
+                     pairs=[r.get("subtitles", "") for r in records])
+        out = []
+        with torch.no_grad():
+            for i in range(0, len(records), CHUNK):
+                v, vm = self._video(video[i:i + CHUNK])
+                vh = self.model.encode_video(v, vm)
+                out.append(self.model.question_pool(q.ids[i:i + CHUNK].to(self.dev),
+                                                    q.mask[i:i + CHUNK].to(self.dev), vh, vm))
+        return torch.cat(out)
+
+    def open_ended(self, records, video, answers: list[str], out_of_vocabulary: str) -> dict:
+        labels = self.model.oe_head(self._pooled(records, video)).argmax(1).tolist()
+        truth = {r["id"]: r["answer"] for r in records}
+        acc = qa_accuracy({r["id"]: answers[i] for r, i in zip(records, labels)}, truth,
+                          vocabulary=set(answers), out_of_vocabulary=out_of_vocabulary)
+        # The baseline a classifier must beat: always the most frequent training answer.
+        base = qa_accuracy({r["id"]: answers[0] for r in records}, truth, vocabulary=set(answers),
+                           out_of_vocabulary=out_of_vocabulary)
+        return {**acc, "answer_vocabulary": len(answers), "most_frequent_answer_accuracy": base["accuracy"]}
+
+    def count(self, records, video, train_mean: float | None) -> dict:
+        preds = self.model.count_head(self._pooled(records, video)).squeeze(-1).float().cpu().numpy()
+        truth = {r["id"]: int(r["answer"]) for r in records}
+        res = count_mse({r["id"]: float(p) for r, p in zip(records, preds)}, truth)
+        if train_mean is not None:  # the baseline: always the training mean
+            res["constant_mean_MSE"] = count_mse({r["id"]: float(train_mean) for r in records}, truth)["MSE"]
+        res["prediction_mean"] = float(np.mean(preds))
+        return res

@@ -23,14 +23,25 @@ METHOD_LABEL = {"finetune": "fine-tune", "multitask": "multi-task", "meltr": "ME
 GROUP = ["dataset", "task", "model"]
 
 COLUMNS = [
-    "dataset", "task", "method", "model", "params_m",
+    "dataset", "task", "family", "method", "model", "params_m",
+    "metric", "score", "baseline",
     "R1", "R5", "R10", "MedR", "MeanR",
     "v2t_R1", "v2t_R5", "v2t_R10", "v2t_MedR",
+    "BLEU4", "METEOR", "ROUGE_L", "CIDEr", "CIDEr_greedy",
     "samples_per_s", "step_ms", "peak_mem_mb", "meta_step_ms",
     "chance_R1", "n_test", "device", "estimator",
 ]
+# Each family's headline number (`score`) and the level it must beat (`baseline`): chance, or the best
+# constant answer where the task has no chance level. Count's MSE is the one where lower is better.
+HEADLINE = {
+    "retrieval": ("t2v R@1 (%)", "chance"),
+    "captioning": ("CIDEr, beam", None),
+    "multiple_choice": ("accuracy (%)", "chance"),
+    "open_ended": ("accuracy (%)", "most frequent answer"),
+    "count": ("MSE (lower is better)", "constant training mean"),
+}
 # Optional extras: used in the report's text when present, never required.
-EXTRA_COLUMNS = ["params", "step_ms_iqr", "batch_size", "steps_timed", "run_dir"]
+EXTRA_COLUMNS = ["params", "step_ms_iqr", "batch_size", "steps_timed", "out_of_vocabulary", "run_dir"]
 
 T2V_KEYS = ("R1", "R5", "R10", "MedR", "MeanR")
 V2T_KEYS = ("R1", "R5", "R10", "MedR")
@@ -42,9 +53,11 @@ ROUND = {
     "params_m": 3, "R1": 2, "R5": 2, "R10": 2, "MedR": 1, "MeanR": 2,
     "v2t_R1": 2, "v2t_R5": 2, "v2t_R10": 2, "v2t_MedR": 1,
     "samples_per_s": 2, "step_ms": 2, "peak_mem_mb": 1, "meta_step_ms": 2,
-    "chance_R1": 3, "step_ms_iqr": 2,
+    "chance_R1": 3, "step_ms_iqr": 2, "score": 3, "baseline": 3,
+    "BLEU4": 4, "METEOR": 4, "ROUGE_L": 4, "CIDEr": 4, "CIDEr_greedy": 4,
 }
-DVC_KEYS = ("R1", "R5", "R10", "MedR", "samples_per_s", "step_ms", "peak_mem_mb")
+DVC_KEYS = ("score", "samples_per_s", "step_ms", "peak_mem_mb")
+RETRIEVAL_DVC_KEYS = ("R1", "R5", "R10", "MedR")
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -92,10 +105,30 @@ def _load_run(run_dir: Path) -> dict:
     row["n_test"] = int(_number(metrics, "n_test", mpath))
     if row["n_test"] <= 0:
         raise MeltrError(f"{mpath}: key 'n_test' expected a positive count, got {row['n_test']}")
-    row["chance_R1"] = _number(metrics, "chance_R1", mpath)
-    t2v, v2t = _section(metrics, "t2v", mpath), _section(metrics, "v2t", mpath)
-    row.update({k: _number(t2v, k, mpath, "t2v") for k in T2V_KEYS})
-    row.update({f"v2t_{k}": _number(v2t, k, mpath, "v2t") for k in V2T_KEYS})
+    family = row["family"] = str(metrics.get("family", "retrieval"))
+    if family not in HEADLINE:
+        raise MeltrError(f"{mpath}: key 'family' expected one of {', '.join(HEADLINE)}, got {family!r}")
+    row["metric"], row["baseline"] = HEADLINE[family][0], math.nan
+    if family == "retrieval":
+        row["chance_R1"] = row["baseline"] = _number(metrics, "chance_R1", mpath)
+        t2v, v2t = _section(metrics, "t2v", mpath), _section(metrics, "v2t", mpath)
+        row.update({k: _number(t2v, k, mpath, "t2v") for k in T2V_KEYS})
+        row.update({f"v2t_{k}": _number(v2t, k, mpath, "v2t") for k in V2T_KEYS})
+        row["score"] = row["R1"]
+    elif family == "captioning":
+        beam, greedy = _section(metrics, "beam", mpath), _section(metrics, "greedy", mpath)
+        row.update({k: _number(beam, k, mpath, "beam") for k in ("BLEU4", "ROUGE_L", "CIDEr")})
+        row["METEOR"] = _number(beam, "METEOR", mpath, "beam") if "METEOR" in beam else math.nan
+        row["CIDEr_greedy"] = _number(greedy, "CIDEr", mpath, "greedy")
+        row["score"] = row["CIDEr"]
+    elif family == "count":
+        row["score"] = _number(metrics, "MSE", mpath)
+        row["baseline"] = _number(metrics, "constant_mean_MSE", mpath, nullable=True)
+    else:
+        row["score"] = _number(metrics, "accuracy", mpath)
+        key = "chance_accuracy" if family == "multiple_choice" else "most_frequent_answer_accuracy"
+        row["baseline"] = _number(metrics, key, mpath)
+        row["out_of_vocabulary"] = metrics.get("out_of_vocabulary") if family == "open_ended" else None
 
     for key in THROUGHPUT_KEYS:
         if key in ("device", "estimator"):
@@ -111,6 +144,7 @@ def _load_run(run_dir: Path) -> dict:
     for key in ("params", "step_ms_iqr", "batch_size", "steps_timed"):
         value = thr.get(key)
         row[key] = value if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+    row.setdefault("out_of_vocabulary", None)
     row["run_dir"] = str(run_dir)
     return row
 
@@ -192,11 +226,12 @@ def _json_value(value: Any) -> Any:
 
 
 def _dvc_metrics(df: pd.DataFrame) -> dict:
-    """{dataset: {task: {model: {method: {R1, R5, R10, MedR, samples_per_s, step_ms, peak_mem_mb}}}}}."""
+    """{dataset: {task: {model: {method: {metric, score, samples_per_s, step_ms, peak_mem_mb}}}}}."""
     nested: dict = {}
     for row in _rounded(df).to_dict("records"):
         leaf = nested.setdefault(row["dataset"], {}).setdefault(row["task"], {}).setdefault(row["model"], {})
-        leaf[row["method"]] = {k: _json_value(row[k]) for k in DVC_KEYS}
+        keys = DVC_KEYS + (RETRIEVAL_DVC_KEYS if row["family"] == "retrieval" else ())
+        leaf[row["method"]] = {k: _json_value(row[k]) for k in keys}
     return nested
 
 
@@ -232,7 +267,7 @@ def _method_style(method: str, i: int) -> tuple[str, str]:
 
 
 def plot_quality_vs_throughput(df: pd.DataFrame, path: Path) -> None:
-    """t2v R@1 against samples/s, one panel per (dataset, task) since chance differs between them."""
+    """Each task's headline score against samples/s, one panel per (dataset, task)."""
     panels = list(df.groupby(["dataset", "task"], sort=True))
     fig, axes = _new_figure(len(panels))
     methods = sorted(df["method"].unique(), key=_method_rank)
@@ -242,20 +277,21 @@ def plot_quality_vs_throughput(df: pd.DataFrame, path: Path) -> None:
             if sub.empty:
                 continue
             marker, colour = _method_style(method, i)
-            ax.scatter(sub["samples_per_s"], sub["R1"], marker=marker, color=colour, s=60,
+            ax.scatter(sub["samples_per_s"], sub["score"], marker=marker, color=colour, s=60,
                        label=METHOD_LABEL.get(method, method), zorder=3)
             for _, r in sub.iterrows():
-                ax.annotate(r["model"], (r["samples_per_s"], r["R1"]), textcoords="offset points",
+                ax.annotate(r["model"], (r["samples_per_s"], r["score"]), textcoords="offset points",
                             xytext=(5, 5), fontsize=8)
-        # One n_test per (dataset, task) in practice; if not, draw each chance level.
-        for chance in sorted(group["chance_R1"].dropna().unique()):
-            ax.axhline(chance, linestyle="--", color="gray", linewidth=1, label=f"chance ({chance:.2f})")
+        family = group.iloc[0]["family"]
+        for level in sorted(group["baseline"].dropna().unique()):
+            ax.axhline(level, linestyle="--", color="gray", linewidth=1,
+                       label=f"{HEADLINE[family][1]} ({level:.2f})")
         sps = group["samples_per_s"]
         if (sps > 0).all() and sps.max() / sps.min() > 20:  # model sizes span decades of throughput
             ax.set_xscale("log")
         ax.set_xlabel("training throughput (samples/s)")
-        ax.set_ylabel("text-to-video R@1 (%)")
-        ax.set_ylim(bottom=0)  # R@1 is a percentage: a zero baseline keeps gaps in proportion
+        ax.set_ylabel(HEADLINE[family][0])
+        ax.set_ylim(bottom=0)  # a zero baseline keeps gaps in proportion
         ax.set_title(f"{dataset} {task}")
         ax.grid(True, alpha=0.3)
         ax.legend(fontsize=8)
@@ -331,11 +367,37 @@ _SUMMARY_COLS = [
 ]
 
 
-def _summary_table(df: pd.DataFrame) -> str:
-    headers = ["dataset", "task", "model", "method"] + [h for h, _, _ in _SUMMARY_COLS]
+_COST_COLS = _SUMMARY_COLS[5:]
+# Per family: (title, quality columns)
+_FAMILY_TABLES = {
+    "retrieval": ("Text-to-video retrieval (percent; MedR is a rank, lower is better)", _SUMMARY_COLS[:5]
+                  + [("chance R@1", "chance_R1", 2)]),
+    "captioning": ("Captioning (pycocoevalcap scorers as nlg-eval calls them; fractions)",
+                   [("BLEU-4", "BLEU4", 4), ("METEOR", "METEOR", 4), ("ROUGE-L", "ROUGE_L", 4),
+                    ("CIDEr", "CIDEr", 4), ("CIDEr greedy", "CIDEr_greedy", 4)]),
+    "multiple_choice": ("Multiple-choice QA (accuracy %, 5 options)",
+                        [("accuracy", "score", 2), ("chance", "baseline", 2)]),
+    "open_ended": ("Open-ended QA (accuracy %, over the training answers)",
+                   [("accuracy", "score", 2), ("most frequent answer", "baseline", 2)]),
+    "count": ("Count (MSE after rounding and clipping to [1, 10]; lower is better)",
+              [("MSE", "score", 3), ("constant training mean", "baseline", 3)]),
+}
+
+
+def _summary_table(df: pd.DataFrame, cols=_SUMMARY_COLS) -> str:
+    headers = ["dataset", "task", "model", "method"] + [h for h, _, _ in cols]
     rows = [[r[k] for k in ("dataset", "task", "model")] + [METHOD_LABEL.get(r["method"], r["method"])]
-            + [_fmt(r[c], d) for _, c, d in _SUMMARY_COLS] for _, r in df.iterrows()]
+            + [_fmt(r[c], d) for _, c, d in cols] for _, r in df.iterrows()]
     return _md_table(headers, rows)
+
+
+def _family_tables(df: pd.DataFrame) -> str:
+    parts = []
+    for family, (title, cols) in _FAMILY_TABLES.items():
+        sub = df[df["family"] == family]
+        if not sub.empty:
+            parts.append(f"### {title}\n\n" + _summary_table(sub, cols + _COST_COLS))
+    return "\n\n".join(parts)
 
 
 def _ratio_table(ratios: pd.DataFrame) -> str:
@@ -360,15 +422,20 @@ def _group_sentence(group: pd.DataFrame, ratio: pd.Series) -> str:
                                ("meltr_vs_finetune", "standard fine-tuning")) if not pd.isna(ratio[col])]
     text = f"On {dataset} {task} with the {model} model, MELTR ran at " + (
         " and ".join(speed) if speed else "an unknown fraction of the baselines' throughput (no baseline run)")
-    quality = [f"{by_method.at[m, 'R1']:.2f} ({METHOD_LABEL[m]})" for m in ("multitask", "finetune")
+    quality = [f"{by_method.at[m, 'score']:.2f} ({METHOD_LABEL[m]})" for m in ("multitask", "finetune")
                if m in by_method.index]
     meltr = by_method.loc["meltr"]
-    text += f"; its text-to-video R@1 was {meltr['R1']:.2f}"
+    name, base = HEADLINE[meltr["family"]]
+    text += f"; its {name} was {meltr['score']:.2f}"
     if quality:
         text += " vs " + " and ".join(quality)
-    # Tiny test sets make R@1 coarse: say what one query is worth so small gaps are not over-read.
-    text += f" (chance {meltr['chance_R1']:.2f}; one of the {meltr['n_test']} test queries moves R@1 by "
-    text += f"{100.0 / meltr['n_test']:.2f} points)."
+    if base and not pd.isna(meltr["baseline"]):
+        text += f" ({base} {meltr['baseline']:.2f}"
+        if meltr["family"] in ("retrieval", "multiple_choice", "open_ended"):
+            # Tiny test sets make percentages coarse: say what one item is worth.
+            text += f"; one of the {meltr['n_test']} test items moves it by {100.0 / meltr['n_test']:.2f} points"
+        text += ")"
+    text += "."
     if not pd.isna(ratio["mem_meltr_vs_multitask"]):
         text += f" Its peak memory was {ratio['mem_meltr_vs_multitask']:.2f}× that of multi-task fine-tuning."
     return text
@@ -399,7 +466,12 @@ def _measured_section(df: pd.DataFrame, ratios: pd.DataFrame) -> str:
         "- Peak MB is `peak_mem_mb` from throughput.json: `torch.cuda.max_memory_allocated` on a GPU, the "
         "process's peak resident memory on CPU (which includes the interpreter and data); meta-step ms is the median time of MELTR's meta "
         "step (– for methods without one).",
-        "- Retrieval metrics follow CLIP4Clip's protocol with tie-safe ranks; chance R@1 = 100 / n_test.",
+        "- Retrieval metrics follow CLIP4Clip's protocol with tie-safe ranks; chance R@1 = 100 / n_test. "
+        "Captioning: BLEU-1..4, METEOR, ROUGE-L, CIDEr from pycocoevalcap's scorers without the PTB tokenizer "
+        "(as nlg-eval), against every reference. QA: accuracy over all questions of the evaluation split; "
+        "FrameQA answers outside the training answers "
+        + ("count as wrong (strict)" if "exclude" not in set(df["out_of_vocabulary"].dropna())
+           else "are excluded from the denominator (All-in-one)") + ". Count: MSE after rounding and clipping to [1, 10].",
     ]
     if estimators:
         lines.append(f"- MELTR's hypergradient estimator: {', '.join(estimators)}.")
@@ -416,10 +488,11 @@ def _report_markdown(df: pd.DataFrame, ratios: pd.DataFrame, has_weights: bool) 
     return "\n\n".join([
         "# MELTR: quality and training cost",
         _summary_paragraph(df, ratios),
-        "## Results\n\nRetrieval metrics in percent (MedR is a rank: lower is better).\n\n" + _summary_table(df),
+        "## Results\n\n" + _family_tables(df),
         "## Throughput and memory ratios\n\nBelow 1× on samples/s means MELTR is slower; above 1× on memory "
         "means it needs more.\n\n" + _ratio_table(ratios),
-        "## Plots\n\n![Text-to-video R@1 against training throughput](quality_vs_throughput.png)\n\n" + weights,
+        "## Plots\n\n![Each task's headline metric against training throughput](quality_vs_throughput.png)\n\n"
+        + weights,
         _measured_section(df, ratios),
     ]) + "\n"
 

@@ -17,13 +17,16 @@ import torch
 from tqdm import tqdm
 
 from .combiners import build_combiner
-from .data.batching import Batcher, Tokenized, epoch_order, tokenize
+from .data.batching import Batcher
+from .data.registry import task_family
+from .data.samplers import TaskSampler, answer_vocabulary
 from .errors import MeltrError
 from .features.store import FeatureStore
-from .io import atomic_path, read_jsonl, write_json, write_jsonl
+from .data.records import read_records
+from .io import atomic_path, write_json, write_jsonl
 from .models.presets import get_preset
 from .models.tokenizer import load_tokenizer
-from .models.univl import LOSS_NAMES, PRIMARY, VideoLanguageModel, count_parameters
+from .models.univl import LOSS_SETS, PRIMARY, VideoLanguageModel, count_parameters, task_losses
 from .parallel import unwrap
 from .rng import seeded
 
@@ -42,8 +45,10 @@ class TrainConfig:
     weight_decay: float = 0.01
     warmup_frac: float = 0.1        # linear LR warm-up, then linear decay to 0
     grad_clip: float = 1.0
-    max_words: int = 24
+    max_words: int = 24             # caption tokens incl. [CLS]/[SEP]
+    qa_max_words: int = 48          # QA texts: option/question (+ subtitles, cut first)
     mask_prob: float = 0.15
+    loss_set: str = "univl8"        # retrieval/captioning: univl5 (UniVL's five) | univl8 (MELTR-UniVL's eight)
     timing_warmup: int = 10         # steps excluded from throughput figures
     nan_patience: int = 5           # consecutive non-finite losses before training stops
     checkpoint_every: int = 50      # steps between resumable checkpoints (0: none)
@@ -55,7 +60,7 @@ class TrainConfig:
     def __post_init__(self):
         if self.checkpoint_every < 0:
             raise MeltrError(f"train.checkpoint_every: expected an integer >= 0, got {self.checkpoint_every!r}")
-        for key in ("steps", "batch_size", "max_words"):
+        for key in ("steps", "batch_size", "max_words", "qa_max_words"):
             if getattr(self, key) < 1:
                 raise MeltrError(f"train.{key}: expected an integer >= 1, got {getattr(self, key)!r}")
         from .combiners import REGISTRY
@@ -63,8 +68,9 @@ class TrainConfig:
         if self.method not in REGISTRY:
             raise MeltrError(f"method {self.method!r}: expected one of {sorted(REGISTRY)}")
         get_preset(self.model)  # unknown size -> MeltrError naming it
-        if self.task not in PRIMARY:
-            raise MeltrError(f"task {self.task!r}: expected one of {sorted(PRIMARY)}")
+        task_family(self.dataset, self.task)  # unknown dataset or task -> MeltrError naming it
+        if self.loss_set not in LOSS_SETS:
+            raise MeltrError(f"train.loss_set {self.loss_set!r}: expected one of {', '.join(LOSS_SETS)}")
         if self.batch_size < 2:
             raise MeltrError("train.batch_size: expected >= 2 (contrastive losses need negatives)")
 
@@ -78,31 +84,6 @@ def resolve_device(name: str) -> torch.device:
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
-
-
-class PairSampler:
-    """Each epoch visits every training video once, in a seeded order, with one of its captions, so a
-    batch never holds the same video twice (a duplicate would be a false negative for the contrastive
-    losses)."""
-
-    def __init__(self, records: list[dict], tokenizer, cfg: TrainConfig):
-        self.video_ids = [r["video_id"] for r in records]
-        self.offsets = np.cumsum([0] + [len(r["captions"]) for r in records])
-        captions = [c for r in records for c in r["captions"]]
-        self.text = tokenize(tokenizer, captions, cfg.max_words)
-        self.batch_size, self.seed = cfg.batch_size, cfg.seed
-        if len(records) < cfg.batch_size:
-            raise MeltrError(f"train.batch_size {cfg.batch_size}: expected <= the {len(records)} training videos")
-        self.per_epoch = len(records) // cfg.batch_size
-
-    def indices(self, step: int) -> tuple[list[int], list[int]]:
-        """(video rows, caption rows) of batch `step` (0-based), a pure function of (seed, step)."""
-        epoch, within = divmod(step, self.per_epoch)
-        order = epoch_order(len(self.video_ids), self.seed, epoch)
-        videos = order[within * self.batch_size:(within + 1) * self.batch_size]
-        rng = np.random.default_rng([self.seed, epoch, within, 1])
-        caps = [int(self.offsets[v] + rng.integers(self.offsets[v + 1] - self.offsets[v])) for v in videos]
-        return [int(v) for v in videos], caps
 
 
 @dataclass
@@ -149,10 +130,16 @@ def run_step(model, combiner, opt, params, batch: dict, step: int, seed: int, de
     return StepResult(vec.detach(), total.detach(), meta, (t4 - t0) * 1e3, meta_ms)
 
 
+def text_length(cfg: dict, family: str) -> int:
+    """Token budget of a task's texts: captions, or QA's option + question + subtitles."""
+    return cfg["max_words"] if family in ("retrieval", "captioning") else cfg.get("qa_max_words", cfg["max_words"])
+
+
 def build_model(preset_name: str, feature_dim: int, vocab_size: int, max_words: int, max_frames: int,
-                seed: int) -> VideoLanguageModel:
+                seed: int, num_answers: int = 1) -> VideoLanguageModel:
     torch.manual_seed(seed)
-    return VideoLanguageModel(get_preset(preset_name), feature_dim, vocab_size, max_words, max(32, max_frames))
+    return VideoLanguageModel(get_preset(preset_name), feature_dim, vocab_size, max_words, max(32, max_frames),
+                              num_answers=num_answers)
 
 
 def _to(batch: dict, device: torch.device) -> dict:
@@ -166,16 +153,21 @@ def train(train_manifest: str, features_dir: str, out_dir: str, cfg: TrainConfig
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     device = resolve_device(cfg.device)
-    records = read_jsonl(train_manifest)
+    family = task_family(cfg.dataset, cfg.task)
+    records = read_records(train_manifest, family)
     store = FeatureStore(features_dir)
     tokenizer = load_tokenizer()
-    sampler = PairSampler(records, tokenizer, cfg)
+    answers = answer_vocabulary(records) if family == "open_ended" else []
+    words = text_length(asdict(cfg), family)
+    sampler = TaskSampler(records, tokenizer, family, words, cfg.batch_size, cfg.seed, answers)
     video_rows = store.get(sampler.video_ids)
     batcher = Batcher(tokenizer, cfg.mask_prob)
 
-    model = build_model(cfg.model, store.dim, tokenizer.vocab_size, cfg.max_words, store.frames, cfg.seed)
+    model = build_model(cfg.model, store.dim, tokenizer.vocab_size, words, store.frames, cfg.seed,
+                        num_answers=max(1, len(answers)))
     model.to(device).train()
-    combiner = build_combiner(cfg.method, list(LOSS_NAMES), PRIMARY[cfg.task], {"seed": cfg.seed, **cfg.meltr})
+    combiner = build_combiner(cfg.method, list(task_losses(family, cfg.loss_set)), PRIMARY[family],
+                              {"seed": cfg.seed, **cfg.meltr})
     combiner.to(device)
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -185,10 +177,8 @@ def train(train_manifest: str, features_dir: str, out_dir: str, cfg: TrainConfig
     period = getattr(getattr(combiner, "cfg", None), "k", 1)
 
     def make_batch(step: int) -> dict:
-        vids, caps = sampler.indices(step)
-        text = Tokenized(sampler.text.ids[caps], sampler.text.mask[caps])
         gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)
-        return _to(batcher.make(torch.from_numpy(video_rows[vids]), text, gen), device)
+        return _to(sampler.batch(step, video_rows, batcher, gen), device)
 
     state = {"step": 0, "log": [], "step_ms": [], "meta_ms": [], "bad": 0, "resumed_from": []}
     ckpt_path = out / "checkpoint.pt"
@@ -231,11 +221,13 @@ def train(train_manifest: str, features_dir: str, out_dir: str, cfg: TrainConfig
             _save_checkpoint(ckpt_path, cfg, model, opt, sched, combiner, state)
 
     throughput = _throughput(cfg, step_ms, meta_ms, period, device)
-    throughput.update(params=count_parameters(model), params_m=count_parameters(model) / 1e6,
+    throughput.update(family=family, params=count_parameters(model), params_m=count_parameters(model) / 1e6,
                       combiner_params=count_parameters(combiner))
     out.mkdir(parents=True, exist_ok=True)
     ckpt = {"model": model.state_dict(), "combiner": combiner.state_dict(), "config": asdict(cfg),
-            "feature_dim": store.dim, "frames": store.frames, "vocab_size": tokenizer.vocab_size}
+            "feature_dim": store.dim, "frames": store.frames, "vocab_size": tokenizer.vocab_size,
+            "family": family, "answers": answers,
+            "train_answer_mean": float(np.mean([r["answer"] for r in records])) if family == "count" else None}
     with atomic_path(out / "model.pt") as tmp:
         torch.save(ckpt, tmp)
     write_jsonl(out / "train_log.jsonl", log)

@@ -9,7 +9,7 @@ import torch
 from meltr.data.batching import Batcher, tokenize
 from meltr.models.presets import ModelPreset
 from meltr.models.tokenizer import load_tokenizer
-from meltr.models.univl import LOSS_NAMES, PRIMARY, VideoLanguageModel
+from meltr.models.univl import ALL_LOSSES, LOSS_NAMES, PRIMARY, TASK_LOSSES, VideoLanguageModel
 
 B, T, D, MAX_WORDS = 4, 4, 12, 10
 CAPTIONS = [
@@ -71,8 +71,12 @@ def reached(grads, prefix):
 
 # ------------------------------------------------------------------------------------------ losses
 def test_primary_losses_are_known():
-    assert set(PRIMARY.values()) <= set(LOSS_NAMES)
+    assert set(PRIMARY.values()) <= set(ALL_LOSSES)
     assert PRIMARY["retrieval"] == "align" and PRIMARY["captioning"] == "decoder"
+    for family, names in TASK_LOSSES.items():
+        assert PRIMARY[family] in names and set(names) <= set(ALL_LOSSES)
+    # MELTR-UniVL's eight, in its order (meltr-official.md §3)
+    assert LOSS_NAMES == ("joint", "align", "cmlm", "cmfm", "m_joint", "m_align", "decoder", "m_decoder")
 
 
 def test_all_losses_are_finite_scalars(model, batch):
@@ -102,7 +106,10 @@ REACH = {
     "decoder": (["decoder.encoder", "decoder.embeddings.position_embeddings", "lm_transform", "lm_bias",
                  "text.embeddings.word_embeddings", "cross.encoder", "video_in"],
                 ["align_head", "logit_scale", "mfm_head"]),
+    "m_decoder": (["decoder.encoder", "lm_transform", "lm_bias", "text.encoder", "cross.encoder", "video_in"],
+                  ["align_head", "logit_scale", "mfm_head"]),
 }
+REACH["m_joint"], REACH["m_align"] = REACH["joint"], REACH["align"]
 
 
 @pytest.mark.parametrize("name", LOSS_NAMES)
@@ -148,6 +155,26 @@ def test_forward_subset_values_match_full_forward(model, batch):
     # order follows the request, not LOSS_NAMES
     pair = model(batch, ["decoder", "align"])
     assert list(pair) == ["decoder", "align"]
+
+
+def test_masked_variants_see_only_the_masked_inputs(model, batch):
+    """m_joint/m_align are joint/align on the masked text and video: equal when nothing is masked."""
+    model.eval()
+    out = model(batch, ["joint", "align", "m_joint", "m_align"])
+    assert not torch.allclose(out["joint"], out["m_joint"]) and not torch.allclose(out["align"], out["m_align"])
+    unmasked = dict(batch, mlm_ids=batch["text_ids"], mfm_video=batch["video"])
+    same = model(unmasked, ["joint", "align", "m_joint", "m_align"])
+    torch.testing.assert_close(same["m_joint"], same["joint"])
+    torch.testing.assert_close(same["m_align"], same["align"])
+
+
+def test_decoder_reads_the_context_not_the_caption(model, batch):
+    """decoder (what captioning decodes from) must not see the caption it predicts; m_decoder sees it masked."""
+    model.eval()
+    base = model(batch, ["decoder"])["decoder"]
+    other_text = dict(batch, text_ids=batch["text_ids"].flip(0), mlm_ids=batch["mlm_ids"].flip(0))
+    assert torch.equal(model(other_text, ["decoder"])["decoder"], base)
+    assert model(other_text, ["m_decoder"])["m_decoder"] != model(batch, ["m_decoder"])["m_decoder"]
 
 
 def test_masked_losses_only_encode_masked_inputs(model, batch):
@@ -309,3 +336,90 @@ def test_batch_does_not_modify_inputs(tok, tokenized, video):
     ids, tmask, vid = tokenized.ids.clone(), tokenized.mask.clone(), video.clone()
     Batcher(tok, mask_prob=1.0).make(video, tokenized, torch.Generator().manual_seed(0))
     assert torch.equal(tokenized.ids, ids) and torch.equal(tokenized.mask, tmask) and torch.equal(video, vid)
+
+
+# ------------------------------------------------------------------------------------------ QA heads and decoding
+def qa_records(family):
+    recs = []
+    for i, (colour, motion) in enumerate([("red", "up"), ("blue", "down"), ("green", "left"), ("white", "right")]):
+        rec = {"id": str(i), "video_id": f"v{i}", "video": f"v{i}.gif", "start": None, "end": None, "fps": None,
+               "split": "train", "question": f"what does the {colour} shape do ?"}
+        if family == "multiple_choice":
+            rec.update(options=["up", "down", "left", "right", "stay"], answer=i, subtitles="(Ann:) look")
+        elif family == "open_ended":
+            rec.update(answer=motion)
+        else:
+            rec.update(answer=i + 1)
+        recs.append(rec)
+    return recs
+
+
+@pytest.mark.parametrize("family, loss", [("multiple_choice", "mc"), ("open_ended", "oe"), ("count", "count")])
+def test_qa_heads_train(tok, video, family, loss):
+    """Each QA head gives a finite loss that reaches its head and the cross encoder, and a few steps on four
+    clips lower it (the head is wired to the labels, not to noise)."""
+    from meltr.data.samplers import TaskSampler, answer_vocabulary
+
+    recs = qa_records(family)
+    answers = answer_vocabulary(recs) if family == "open_ended" else []
+    sampler = TaskSampler(recs, tok, family, 24, 4, 0, answers)  # room for option, question and subtitles
+    torch.manual_seed(0)
+    model = VideoLanguageModel(tiny_preset(), D, len(tok), max_words=24, max_frames=T,
+                               num_answers=max(1, len(answers)))
+    batch = sampler.batch(0, video.numpy(), Batcher(tok), torch.Generator().manual_seed(0))
+    names = list(TASK_LOSSES[family])
+    out = model(batch, names)
+    assert list(out) == names and all(torch.isfinite(v) for v in out.values())
+    out[loss].backward()
+    grads = grads_by_name(model)
+    head = {"mc": "mc_head", "oe": "oe_head", "count": "count_head"}[loss]
+    assert reached(grads, head) and reached(grads, "cross.encoder")
+    assert not reached(grads, "decoder.encoder")
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    first = None
+    for _ in range(60):
+        opt.zero_grad()
+        value = model(batch, [loss])[loss]
+        first = float(value.detach()) if first is None else first
+        value.backward()
+        opt.step()
+    assert float(value) < 0.5 * first
+
+
+def test_generate_greedy_and_beam(model, batch, tok):
+    """Decoding stops at [SEP] and never returns an empty caption; beam search finds a caption whose mean
+    log-probability per token is at least greedy's (the quantity it ranks by)."""
+    model.eval()
+    v, vm = batch["video"], batch["video_mask"]
+    ctx = Batcher(tok).empty(v.shape[0])
+    greedy = model.generate(v, vm, ctx.ids, ctx.mask, tok.cls_token_id, tok.sep_token_id, 6, beam_size=1)
+    assert len(greedy) == v.shape[0] and all(1 <= len(g) <= 6 for g in greedy)
+    assert all(tok.sep_token_id not in g and tok.cls_token_id not in g for g in greedy)
+    cross, cmask = model.encode_context(ctx.ids, ctx.mask, model.encode_video(v, vm), vm)
+    # the batched greedy loop follows the per-step argmax of each clip alone
+    for i in range(v.shape[0]):
+        ids = [tok.cls_token_id]
+        for _ in range(6):
+            lp = model._next_logprobs(torch.tensor([ids]), cross[i:i + 1], cmask[i:i + 1])[0]
+            if len(ids) == 1:
+                lp[tok.sep_token_id] = float("-inf")
+            nxt = int(lp.argmax())
+            if nxt == tok.sep_token_id:
+                break
+            ids.append(nxt)
+        assert greedy[i] == ids[1:]
+
+    def mean_logprob(i, seq):
+        ids = [tok.cls_token_id] + seq
+        steps = len(ids) if len(seq) < 6 else len(ids) - 1  # a finished caption also scores its [SEP]
+        total = 0.0
+        for t in range(1, steps + 1):
+            lp = model._next_logprobs(torch.tensor([ids[:t]]), cross[i:i + 1], cmask[i:i + 1])[0]
+            total += float(lp[ids[t]] if t < len(ids) else lp[tok.sep_token_id])
+        return total / steps
+
+    beam = model.generate(v, vm, ctx.ids, ctx.mask, tok.cls_token_id, tok.sep_token_id, 6, beam_size=4)
+    assert all(len(b) >= 1 for b in beam)
+    for i in range(v.shape[0]):
+        if len(greedy[i]) < 6 and len(beam[i]) < 6:  # both finished
+            assert mean_logprob(i, beam[i]) >= mean_logprob(i, greedy[i]) - 1e-4

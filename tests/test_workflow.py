@@ -14,11 +14,19 @@ ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
 
 
-def tiny_params() -> dict:
+def tiny_params(all_families: bool = False) -> dict:
+    """The default params.yaml, shrunk: MSRVTT retrieval only, or (all_families) one task of every family."""
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
     params["synth"]["msrvtt"].update(n_train=24, n_test=8, captions_per_video=2, seconds=2.0, size=32)
+    params["synth"]["tgifqa"].update(n_train=12, n_test=6, size=32)
     params["train"].update(steps=9, batch_size=4, timing_warmup=3)
     params["features"].update(batch_size=8)
+    if all_families:
+        params["grid"]["datasets"] = ["msrvtt", "tgifqa"]
+        params["datasets"]["tgifqa"]["tasks"] = ["action", "frameqa", "count"]
+    else:
+        params["grid"]["datasets"] = ["msrvtt"]
+        params["datasets"]["msrvtt"]["tasks"] = ["retrieval"]
     return params
 
 
@@ -40,28 +48,37 @@ def sh(*cmd: str, cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
 
 @pytest.fixture(scope="module")
 def finished(tmp_path_factory) -> Path:
-    """A tiny project after one full `snakemake --cores 2` run."""
-    project = make_project(tmp_path_factory.mktemp("workflow"), tiny_params())
+    """A tiny project after one full `snakemake --cores 2` run over every task family."""
+    project = make_project(tmp_path_factory.mktemp("workflow"), tiny_params(all_families=True))
     sh("snakemake", "--cores", "2", cwd=project)
     return project
 
 
 def test_workflow_writes_summary_report_and_metrics(finished):
     rows = list(csv.DictReader((finished / "results/summary.csv").open()))
-    assert [r["method"] for r in rows] == ["finetune", "multitask", "meltr"]
-    for column in ("dataset", "task", "method", "model", "params_m", "R1", "R5", "R10", "MedR",
-                   "samples_per_s", "step_ms", "peak_mem_mb", "meta_step_ms"):
+    cells = [("msrvtt", "captioning"), ("msrvtt", "retrieval"), ("tgifqa", "action"), ("tgifqa", "count"),
+             ("tgifqa", "frameqa")]
+    assert [(r["dataset"], r["task"]) for r in rows] == [c for c in cells for _ in range(3)]
+    assert [r["method"] for r in rows] == ["finetune", "multitask", "meltr"] * len(cells)
+    for column in ("dataset", "task", "family", "method", "model", "params_m", "metric", "score", "baseline",
+                   "R1", "R5", "R10", "MedR", "CIDEr", "samples_per_s", "step_ms", "peak_mem_mb", "meta_step_ms"):
         assert column in rows[0]
-    assert all(float(r["samples_per_s"]) > 0 for r in rows)
+    assert all(float(r["samples_per_s"]) > 0 and r["score"] not in ("", "nan") for r in rows)
     assert rows[2]["meta_step_ms"] not in ("", "nan") and rows[0]["meta_step_ms"] in ("", "nan")
     report = (finished / "results/report/report.md").read_text()
     assert "meltr" in report and "quality_vs_throughput.png" in report
+    for title in ("Text-to-video retrieval", "Captioning", "Multiple-choice QA", "Open-ended QA", "Count"):
+        assert f"### {title}" in report, title
+    caption = json.loads((finished / "results/runs/msrvtt/captioning/meltr/tiny/metrics.json").read_text())
+    assert {"BLEU1", "BLEU4", "METEOR", "ROUGE_L", "CIDEr"} <= set(caption["beam"]) == set(caption["greedy"])
     assert (finished / "results/report/quality_vs_throughput.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     metrics = json.loads((finished / "results/metrics.json").read_text())
     assert set(metrics["msrvtt"]["retrieval"]["tiny"]) == {"finetune", "multitask", "meltr"}
     log = [json.loads(line) for line in (finished / "results/runs/msrvtt/retrieval/meltr/tiny/train_log.jsonl").open()]
     assert sum(e["meta"] for e in log) == 3  # steps 3, 6, 9 with k = 3
-    assert set(log[0]["weights"]) == {"joint", "align", "cmlm", "cmfm", "decoder"}
+    assert set(log[0]["weights"]) == {"joint", "align", "cmlm", "cmfm", "m_joint", "m_align", "decoder", "m_decoder"}
+    qa_log = [json.loads(line) for line in (finished / "results/runs/tgifqa/count/meltr/tiny/train_log.jsonl").open()]
+    assert set(qa_log[0]["weights"]) == {"count", "align", "cmlm", "cmfm"}
     for stage in ("synth", "prepare", "features", "report"):
         assert list((finished / "logs").glob(f"{stage}*")), stage
     assert (finished / "benchmarks/train/msrvtt.retrieval.meltr.tiny.tsv").exists()

@@ -18,32 +18,53 @@ class Tokenized:
     mask: torch.Tensor  # (N, L) long
 
 
-def tokenize(tokenizer, texts: list[str], max_words: int) -> Tokenized:
-    enc = tokenizer(list(texts), padding="max_length", truncation=True, max_length=max_words,
+def tokenize(tokenizer, texts: list[str], max_words: int, pairs: list[str] | None = None) -> Tokenized:
+    """[CLS] text [SEP] (or [CLS] text [SEP] pair [SEP]), padded to max_words; when the whole does not fit,
+    the longer of text and pair (e.g. subtitles) is cut first."""
+    if pairs is not None and not any(pairs):
+        pairs = None
+    enc = tokenizer(list(texts), None if pairs is None else list(pairs), padding="max_length",
+                    truncation="longest_first", max_length=max_words,
                     return_tensors="pt")
     return Tokenized(enc["input_ids"], enc["attention_mask"])
+
+
+def take(t: Tokenized, rows) -> Tokenized:
+    return Tokenized(t.ids[rows], t.mask[rows])
 
 
 class Batcher:
     def __init__(self, tokenizer, mask_prob: float = 0.15):
         self.mask_prob = mask_prob
         self.mask_id = tokenizer.mask_token_id
+        self.cls_id, self.sep_id = tokenizer.cls_token_id, tokenizer.sep_token_id
         self.special = torch.tensor(sorted(set(tokenizer.all_special_ids)))
 
-    def make(self, video: torch.Tensor, text: Tokenized, gen: torch.Generator) -> dict:
-        """video: (B, T, D) float; text: B tokenized captions. Returns the batch dict of the model."""
+    def make(self, video: torch.Tensor, text: Tokenized, gen: torch.Generator, context: Tokenized | None = None,
+             **task: torch.Tensor) -> dict:
+        """video: (B, T, D) float; text: B tokenized captions (for QA: question and answer); context: what the
+        caption decoder reads besides the video (None: [CLS][SEP], an empty text); `task`: the QA heads'
+        tensors (qa_ids/qa_mask, q_ids/q_mask, answer, label, target). Returns the batch dict of the model."""
         ids, mask = text.ids, text.mask
         video_mask = torch.ones(video.shape[:2], dtype=torch.long)
         mlm_ids, mlm_labels = self._mask_tokens(ids, mask, gen)
         mfm_mask = self._mask_frames(video.shape[0], video.shape[1], gen)
         dec_labels = ids[:, 1:].clone()
         dec_labels[mask[:, 1:] == 0] = -100
-        return {
+        if context is None:
+            context = self.empty(ids.shape[0])
+        return task | {
+            "ctx_ids": context.ids, "ctx_mask": context.mask,
             "text_ids": ids, "text_mask": mask, "video": video, "video_mask": video_mask,
             "mlm_ids": mlm_ids, "mlm_labels": mlm_labels,
             "mfm_video": video.masked_fill(mfm_mask.unsqueeze(-1), 0.0), "mfm_mask": mfm_mask,
             "dec_ids": ids[:, :-1], "dec_mask": mask[:, :-1], "dec_labels": dec_labels,
         }
+
+    def empty(self, n: int) -> Tokenized:
+        ids = torch.zeros((n, 2), dtype=torch.long)
+        ids[:, 0], ids[:, 1] = self.cls_id, self.sep_id
+        return Tokenized(ids, torch.ones_like(ids))
 
     def _mask_tokens(self, ids, mask, gen):
         candidates = (mask == 1) & ~torch.isin(ids, self.special)

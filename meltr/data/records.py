@@ -54,3 +54,14 @@ def check_records(records: list[dict], family: str, where: str) -> None:
         missing = [k for k in need if k not in rec]
         if missing:
             raise MeltrError(f"{where}: record {i}: expected key(s) {', '.join(missing)} for a {family} record")
+
+
+def read_records(path, family: str) -> list[dict]:
+    """A prepared manifest (JSONL), checked for the keys of its task family."""
+    from ..io import read_jsonl
+
+    records = read_jsonl(path)
+    if not records:
+        raise MeltrError(f"{path}: expected at least one record, got an empty manifest")
+    check_records(records, family, str(path))
+    return records

@@ -2,13 +2,14 @@
 
 Each clip has one or two "moments". In a moment two shapes act at the same time (each in its own half of
 the frame, left/right or top/bottom; moves in four directions, growing, shrinking), and two characters of the
-show each say which one they like, by colour only ("(Penny:) I like the red one."). Every question needs
-both the subtitles and the frames:
-  * "What does the one that Penny likes do?"      subtitles: Penny -> red; frames: the red shape moves up
-  * "Who likes the one that moves up?"            frames: moving up -> red; subtitles: red -> Penny
+show each say which one they like, by colour only ("(Penny:) I like the red one."). Half the questions are
+answered by the frames, half by the subtitles, as in TVQA where some answers are seen and some are said:
+  * "What does the red one do?"      frames: the red shape moves up
+  * "Who likes the red one?"         subtitles: "(Penny:) I like the red one."
 Five options, one correct; the other shape's action (or the other speaker) is always a distractor, so the
-frames alone or the subtitles alone leave a coin flip at best. Within a clip all colours, actions and
-speakers differ, so a question stays answerable from the whole clip when its `ts` is NaN.
+question's colour has to be grounded. Within a clip all colours, actions and speakers differ, so a question
+stays answerable from the whole clip when its `ts` is NaN. (One hop each: the two-hop version, "what does the
+one Penny likes do?", stays at chance for the tiny random-init models of a CPU run.)
 
 Files written under `root` (same names and formats as the real release):
   tvqa_qa_release/tvqa_{train,val,test_public}.jsonl      (test_public without answer_idx)
@@ -187,12 +188,12 @@ def _make_question(rng: np.random.Generator, clip: dict, ev: dict) -> tuple[dict
     target, other = ev["objects"][j], ev["objects"][1 - j]
     kind = ("what", "who")[int(rng.integers(2))]
     if kind == "what":
-        q = f"What does the one that {target['liked_by']} likes do?"
+        q = f"What does the {target['colour']} one do?"
         rest = [a for a in ACTIONS if a not in (target["action"], other["action"])]
         cands = [target["action"], other["action"]] + [rest[int(i)] for i in rng.choice(len(rest), 3, replace=False)]
         texts = [f"It {ACTION_3RD[a]}." for a in cands]
     else:
-        q = f"Who likes the one that {ACTION_3RD[target['action']]}?"
+        q = f"Who likes the {target['colour']} one?"
         rest = [c for c in clip["cast"] if c not in (target["liked_by"], other["liked_by"])]
         texts = [target["liked_by"], other["liked_by"]] + [rest[int(i)] for i in
                                                             rng.choice(len(rest), 3, replace=False)]

@@ -99,19 +99,22 @@ def embed_frames(model, frames: np.ndarray, cfg: FeatureConfig) -> np.ndarray:
 
 
 def extract_features(records: list[dict], out_dir: str, cfg: FeatureConfig, progress: bool = True) -> dict:
-    """records: manifest records with `video_id` and `video`. Writes the store; returns its summary."""
-    videos: dict[str, str] = {}
+    """records: manifest records with `video_id`, `video` and optionally the clip window `start`/`end` (seconds)
+    and `fps` (frame folders). One feature row per video_id. Writes the store; returns its summary."""
+    videos: dict[str, dict] = {}
     for r in records:
-        videos.setdefault(r["video_id"], r["video"])
+        videos.setdefault(r["video_id"], {"path": r["video"], "start": r.get("start"), "end": r.get("end"),
+                                          "fps": r.get("fps")})
     ids = sorted(videos)
     if not ids:
         raise MeltrError("features: the manifests list no videos")
     model = build_backbone(cfg).eval()
     chunks = []
     bar = tqdm(range(0, len(ids), cfg.batch_size), desc="features", unit="batch", disable=not progress)
-    for start in bar:
-        batch = ids[start:start + cfg.batch_size]
-        frames = np.stack([sample_frames(videos[v], cfg.num_frames, cfg.image_size) for v in batch])
+    for first in bar:
+        batch = ids[first:first + cfg.batch_size]
+        frames = np.stack([sample_frames(videos[v]["path"], cfg.num_frames, cfg.image_size, start=videos[v]["start"],
+                                         end=videos[v]["end"], fps=videos[v]["fps"]) for v in batch])
         chunks.append(embed_frames(model, frames, cfg))
     feats = np.concatenate(chunks)
     meta = {"backbone": cfg.backbone, "preset": None if cfg.pretrained else cfg.preset,

@@ -86,3 +86,37 @@ def clip_features(features: np.ndarray, start: float, end: float, *, framerate: 
                          f"({feats.shape[0]} rows = {feats.shape[0] / fr:g} s at {fr:g} per second)")
     rows = feats[lo:hi]
     return rows if max_frames is None else rows[: int(max_frames)]
+
+
+def s3d_store(records: list[dict], pickle_path: str | os.PathLike, out_dir: str | os.PathLike,
+              num_frames: int) -> dict:
+    """A feature store from UniVL's S3D pickle instead of decoded frames: each clip's rows (its `start`/`end`
+    window, the whole video when None) resampled to `num_frames` uniformly spaced rows, like frame sampling.
+
+    The pickle is keyed by video: a record's key is its `feature_file` (UniVL's csv) or its video's file
+    name without extension (a YouCook2 YouTube id, an MSRVTT video id).
+    """
+    from pathlib import Path
+
+    from ..data.video import frame_indices
+    from .store import write_store
+
+    features = load_s3d_features(pickle_path)
+    clips: dict[str, np.ndarray] = {}
+    for r in records:
+        if r["video_id"] in clips:
+            continue
+        key = r.get("feature_file") or Path(r["video"].rstrip("/")).stem
+        if key not in features:
+            raise MeltrError(f"{pickle_path}: no features for video {key!r} (clip {r['video_id']!r})")
+        rows = features[key]
+        if r.get("start") is not None and r.get("end") is not None:
+            rows = clip_features(rows, r["start"], r["end"], name=f"{pickle_path}: {key}")
+        clips[r["video_id"]] = np.asarray(rows[frame_indices(len(rows), num_frames)], dtype=np.float32)
+    if not clips:
+        raise MeltrError("features: the manifests list no videos")
+    ids = sorted(clips)
+    array = np.stack([clips[i] for i in ids])
+    write_store(out_dir, ids, array, {"backbone": "s3d (UniVL, pre-extracted)", "source": str(pickle_path),
+                                      "num_frames": num_frames})
+    return {"videos": len(ids), "shape": list(array.shape)}

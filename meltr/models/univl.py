@@ -14,7 +14,16 @@ Losses (names as in meltr-official.md §3, UniVL's order):
              and from random init a cross-encoder-only score learns far too slowly for a CPU budget.
     cmlm     conditioned masked language modelling through the cross encoder
     cmfm     conditioned masked frame modelling, NCE against the batch's frame features
-    decoder  caption generation, teacher forced, from the cross encoding of masked text and video
+    m_joint, m_align   joint and align on the masked text and video (MELTR-UniVL's extra losses)
+    decoder  caption generation, teacher forced, from the cross encoding of the context text (a
+             transcript or subtitles; empty where a dataset has none) and the video: what captioning
+             decodes from at test time
+    m_decoder  the same from the cross encoding of the masked caption and masked video (UniVL pre-training)
+
+Question-answering heads on [option ; question ; subtitles] and the clip (Violet's mc/oe), read through `fuse`:
+    mc       multiple choice: one logit per option, cross-entropy over the options
+    oe       open-ended: a classifier over the training answers
+    count    TGIF Count: regression, MSE on the unrounded output
 
 Model code is for one device; precision and parallelism are applied by the trainer.
 """
@@ -29,9 +38,30 @@ from transformers import BertConfig, BertModel
 
 from .presets import ModelPreset
 
-LOSS_NAMES = ("joint", "align", "cmlm", "cmfm", "decoder")
-PRIMARY = {"retrieval": "align", "captioning": "decoder"}
-_MASKED = {"cmlm", "cmfm", "decoder"}  # losses computed from the masked-input cross encoding
+# UniVL's eight, in MELTR-UniVL's order (meltr-official.md §3), then the QA heads.
+LOSS_NAMES = ("joint", "align", "cmlm", "cmfm", "m_joint", "m_align", "decoder", "m_decoder")
+QA_LOSSES = ("mc", "oe", "count")
+ALL_LOSSES = LOSS_NAMES + QA_LOSSES
+# Primary loss per task family; the auxiliary losses follow it (Violet's QA set: primary, vtm, mtm, mvm).
+PRIMARY = {"retrieval": "align", "captioning": "decoder", "multiple_choice": "mc", "open_ended": "oe",
+           "count": "count"}
+# Loss sets for retrieval and captioning: UniVL's five pre-training objectives, or MELTR-UniVL's eight
+# (the five plus the masked-input m_joint, m_align, m_decoder; m_align costs a second B x B cross encoding).
+LOSS_SETS = {"univl5": ("joint", "align", "cmlm", "cmfm", "decoder"), "univl8": LOSS_NAMES}
+
+
+def task_losses(family: str, loss_set: str = "univl8") -> tuple[str, ...]:
+    """The losses a task trains with, primary first."""
+    if family in ("retrieval", "captioning"):
+        if loss_set not in LOSS_SETS:
+            raise ValueError(f"loss set {loss_set!r}: expected one of {', '.join(LOSS_SETS)}")
+        primary = PRIMARY[family]
+        return (primary,) + tuple(n for n in LOSS_SETS[loss_set] if n != primary)
+    return (PRIMARY[family], "align", "cmlm", "cmfm")  # Violet's QA set: the answer loss, vtm, mtm, mvm
+
+
+TASK_LOSSES = {f: task_losses(f) for f in PRIMARY}
+_MASKED_CROSS = {"cmlm", "cmfm", "m_decoder"}  # losses computed from the masked-input cross encoding
 
 
 def _bert_config(p: ModelPreset, layers: int, vocab: int, positions: int, **extra) -> BertConfig:
@@ -44,9 +74,10 @@ def _bert_config(p: ModelPreset, layers: int, vocab: int, positions: int, **extr
 
 class VideoLanguageModel(nn.Module):
     def __init__(self, preset: ModelPreset, feature_dim: int, vocab_size: int, max_words: int = 32,
-                 max_frames: int = 32, margin: float = 0.1):
+                 max_frames: int = 32, margin: float = 0.1, num_answers: int = 1):
         super().__init__()
         self.preset, self.feature_dim, self.margin = preset, feature_dim, margin
+        self.num_answers = num_answers
         self.max_words, self.max_frames = max_words, max_frames
         if preset.text == "minilm":
             from .tokenizer import minilm_dir
@@ -76,6 +107,9 @@ class VideoLanguageModel(nn.Module):
         self.align_head = nn.Linear(h, 1)
         self.logit_scale = nn.Parameter(torch.tensor(math.log(20.0)))  # CLIP-style learned temperature
         self.mfm_head = nn.Linear(h, feature_dim)
+        self.mc_head = nn.Linear(h, 1)
+        self.oe_head = nn.Linear(h, num_answers)
+        self.count_head = nn.Linear(h, 1)
 
     # ---------------------------------------------------------------- encoders
     def encode_text(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -114,37 +148,87 @@ class VideoLanguageModel(nn.Module):
     # ---------------------------------------------------------------- losses
     def forward(self, batch: dict, names: tuple[str, ...] | list[str] = LOSS_NAMES) -> dict[str, torch.Tensor]:
         """Compute only the named losses (a method that needs only `align` pays only for `align`)."""
-        unknown = set(names) - set(LOSS_NAMES)
+        unknown = set(names) - set(ALL_LOSSES)
         if unknown:
-            raise ValueError(f"unknown losses {sorted(unknown)}; expected names from {LOSS_NAMES}")
+            raise ValueError(f"unknown losses {sorted(unknown)}; expected names from {ALL_LOSSES}")
+        want = set(names)
         out: dict[str, torch.Tensor] = {}
         tm, vm = batch["text_mask"], batch["video_mask"]
-        if {"joint", "align"} & set(names):
+        video_h = self.encode_video(batch["video"], vm) if want - {"m_joint", "m_align"} - _MASKED_CROSS else None
+        if {"joint", "align"} & want:
             text_h = self.encode_text(batch["text_ids"], tm)
-            video_h = self.encode_video(batch["video"], vm)
-            if "joint" in names:
-                out["joint"] = self._joint_loss(text_h, video_h, vm)
-            if "align" in names:
-                scores = self.pair_scores(text_h, tm, video_h, vm)
-                target = torch.arange(scores.shape[0], device=scores.device)
-                out["align"] = (F.cross_entropy(scores, target) + F.cross_entropy(scores.t(), target)) / 2
-        if _MASKED & set(names):
+            out.update(self._pair_losses(text_h, tm, video_h, vm, want, prefix=""))
+        if ({"m_joint", "m_align"} | _MASKED_CROSS) & want:
             text_m = self.encode_text(batch["mlm_ids"], tm)
             video_m = self.encode_video(batch["mfm_video"], vm)
-            cross = self.encode_cross(text_m, tm, video_m, vm)
-            n_text = text_m.shape[1]
-            if "cmlm" in names:
-                labels = batch["mlm_labels"]
-                picked = labels != -100  # the vocabulary projection only where a word was masked
-                out["cmlm"] = _masked_ce(self.lm_logits(cross[:, :n_text][picked]), labels[picked])
-            if "cmfm" in names:
-                out["cmfm"] = self._cmfm_loss(cross[:, n_text:], batch)
-            if "decoder" in names:
-                dec = self.decoder(input_ids=batch["dec_ids"], attention_mask=batch["dec_mask"],
-                                   encoder_hidden_states=cross,
-                                   encoder_attention_mask=torch.cat([tm, vm], 1)).last_hidden_state
-                out["decoder"] = _masked_ce(self.lm_logits(dec), batch["dec_labels"])
+            out.update(self._pair_losses(text_m, tm, video_m, vm, want, prefix="m_"))
+            if _MASKED_CROSS & want:
+                cross = self.encode_cross(text_m, tm, video_m, vm)
+                n_text = text_m.shape[1]
+                if "cmlm" in want:
+                    labels = batch["mlm_labels"]
+                    picked = labels != -100  # the vocabulary projection only where a word was masked
+                    out["cmlm"] = _masked_ce(self.lm_logits(cross[:, :n_text][picked]), labels[picked])
+                if "cmfm" in want:
+                    out["cmfm"] = self._cmfm_loss(cross[:, n_text:], batch)
+                if "m_decoder" in want:
+                    out["m_decoder"] = self._decoder_loss(cross, torch.cat([tm, vm], 1), batch)
+        if "decoder" in want:
+            cross, cross_mask = self.encode_context(batch["ctx_ids"], batch["ctx_mask"], video_h, vm)
+            out["decoder"] = self._decoder_loss(cross, cross_mask, batch)
+        if "mc" in want:
+            out["mc"] = F.cross_entropy(self.option_logits(batch["qa_ids"], batch["qa_mask"], video_h, vm),
+                                        batch["answer"])
+        if {"oe", "count"} & want:
+            pooled = self.question_pool(batch["q_ids"], batch["q_mask"], video_h, vm)
+            if "oe" in want:
+                out["oe"] = F.cross_entropy(self.oe_head(pooled), batch["label"], ignore_index=-100)
+            if "count" in want:
+                out["count"] = F.mse_loss(self.count_head(pooled).squeeze(-1), batch["target"])
         return {n: out[n] for n in names}
+
+    def _pair_losses(self, text_h, tm, video_h, vm, want: set, prefix: str) -> dict[str, torch.Tensor]:
+        out = {}
+        if prefix + "joint" in want:
+            out[prefix + "joint"] = self._joint_loss(text_h, video_h, vm)
+        if prefix + "align" in want:
+            scores = self.pair_scores(text_h, tm, video_h, vm)
+            target = torch.arange(scores.shape[0], device=scores.device)
+            out[prefix + "align"] = (F.cross_entropy(scores, target) + F.cross_entropy(scores.t(), target)) / 2
+        return out
+
+    def _decoder_loss(self, cross, cross_mask, batch) -> torch.Tensor:
+        dec = self.decoder(input_ids=batch["dec_ids"], attention_mask=batch["dec_mask"],
+                           encoder_hidden_states=cross, encoder_attention_mask=cross_mask).last_hidden_state
+        return _masked_ce(self.lm_logits(dec), batch["dec_labels"])
+
+    # ---------------------------------------------------------------- task heads
+    def encode_context(self, ctx_ids, ctx_mask, video_h, video_mask) -> tuple[torch.Tensor, torch.Tensor]:
+        """What the caption decoder attends to: the cross encoding of [context text ; video] and its mask."""
+        ctx_h = self.encode_text(ctx_ids, ctx_mask)
+        return self.encode_cross(ctx_h, ctx_mask, video_h, video_mask), torch.cat([ctx_mask, video_mask], 1)
+
+    def option_logits(self, qa_ids, qa_mask, video_h, video_mask) -> torch.Tensor:
+        """(B, O) logits: each "option [SEP] question" scored with the clip."""
+        b, o, n = qa_ids.shape
+        text_h = self.encode_text(qa_ids.reshape(b * o, n), qa_mask.reshape(b * o, n))
+        vh, vm = video_h.repeat_interleave(o, 0), video_mask.repeat_interleave(o, 0)
+        fused = self.fuse(text_h, qa_mask.reshape(b * o, n), vh, vm)
+        # plus align's scaled cosine: an option is scored like a caption against the clip
+        t, v = self.unimodal(text_h, vh, vm)
+        cosine = self.logit_scale.clamp(max=math.log(100.0)).exp() * (t * v).sum(-1)
+        return (self.mc_head(fused).squeeze(-1) + cosine).view(b, o)
+
+    def question_pool(self, q_ids, q_mask, video_h, video_mask) -> torch.Tensor:
+        return self.fuse(self.encode_text(q_ids, q_mask), q_mask, video_h, video_mask)
+
+    def fuse(self, text_h, text_mask, video_h, video_mask) -> torch.Tensor:
+        """What the QA heads read: the cross encoder's [CLS] plus the product of the unimodal text [CLS] and
+        mean video. The product term is ours, for the reason of align's cosine: from random init the cross
+        encoder's [CLS] barely depends on its input, and the heads would not learn in a CPU budget."""
+        m = video_mask.unsqueeze(-1).to(video_h.dtype)
+        video = (video_h * m).sum(1) / m.sum(1).clamp(min=1)
+        return self.encode_cross(text_h, text_mask, video_h, video_mask)[:, 0] + text_h[:, 0] * video
 
     def _joint_loss(self, text_h, video_h, video_mask) -> torch.Tensor:
         t, v = self.unimodal(text_h, video_h, video_mask)
@@ -175,6 +259,78 @@ class VideoLanguageModel(nn.Module):
         rows = [self.pair_scores(text_h[i:i + chunk], text_mask[i:i + chunk], video_h, video_mask)
                 for i in range(0, text_h.shape[0], chunk)]
         return torch.cat(rows, 0)
+
+    @torch.no_grad()
+    def generate(self, video, video_mask, ctx_ids, ctx_mask, bos_id: int, eos_id: int, max_len: int,
+                 beam_size: int = 1) -> list[list[int]]:
+        """Caption token ids per clip (without [CLS]/[SEP]), at least one token long: greedy when beam_size is
+        1, else beam search. Finished beams are ranked by their mean log-probability per token ([SEP]
+        included): summed log-probabilities would favour ever shorter captions, down to the empty one."""
+        video_h = self.encode_video(video, video_mask)
+        cross, cross_mask = self.encode_context(ctx_ids, ctx_mask, video_h, video_mask)
+        if beam_size == 1:
+            return self._greedy(cross, cross_mask, bos_id, eos_id, max_len)
+        return [self._beam(cross[i:i + 1], cross_mask[i:i + 1], bos_id, eos_id, max_len, beam_size)
+                for i in range(cross.shape[0])]
+
+    def _next_logprobs(self, seqs: torch.Tensor, cross, cross_mask) -> torch.Tensor:
+        n = seqs.shape[0]
+        dec = self.decoder(input_ids=seqs, attention_mask=torch.ones_like(seqs),
+                           encoder_hidden_states=cross.expand(n, -1, -1),
+                           encoder_attention_mask=cross_mask.expand(n, -1)).last_hidden_state
+        return F.log_softmax(self.lm_logits(dec[:, -1]).float(), dim=-1)
+
+    def _greedy(self, cross, cross_mask, bos_id, eos_id, max_len) -> list[list[int]]:
+        """All clips at once: the most likely next token until [SEP] (or max_len)."""
+        seqs = torch.full((cross.shape[0], 1), bos_id, dtype=torch.long, device=cross.device)
+        done = torch.zeros(cross.shape[0], dtype=torch.bool, device=cross.device)
+        for _ in range(max_len):
+            dec = self.decoder(input_ids=seqs, attention_mask=torch.ones_like(seqs), encoder_hidden_states=cross,
+                               encoder_attention_mask=cross_mask).last_hidden_state
+            logits = self.lm_logits(dec[:, -1])
+            if seqs.shape[1] == 1:
+                logits[:, eos_id] = float("-inf")  # no empty caption
+            nxt = logits.argmax(-1).masked_fill(done, eos_id)
+            seqs = torch.cat([seqs, nxt[:, None]], 1)
+            done |= nxt == eos_id
+            if done.all():
+                break
+        out = []
+        for row in seqs[:, 1:].tolist():
+            out.append(row[:row.index(eos_id)] if eos_id in row else row)
+        return out
+
+    def _beam(self, cross, cross_mask, bos_id, eos_id, max_len, beam_size) -> list[int]:
+        dev = cross.device
+        beams = torch.full((1, 1), bos_id, dtype=torch.long, device=dev)
+        scores = torch.zeros(1, device=dev)
+        finished: list[tuple[float, list[int]]] = []
+        for _ in range(max_len):
+            logp = self._next_logprobs(beams, cross, cross_mask)  # (n_beams, vocab)
+            if beams.shape[1] == 1:
+                logp[:, eos_id] = float("-inf")  # no empty caption
+            total = (scores[:, None] + logp).reshape(-1)
+            top = torch.topk(total, min(beam_size * 2, total.numel()))
+            keep_seqs, keep_scores = [], []
+            for score, flat in zip(top.values.tolist(), top.indices.tolist()):
+                b, tok = divmod(flat, logp.shape[1])
+                seq = beams[b].tolist()[1:] + [tok]
+                if tok == eos_id:
+                    finished.append((score / len(seq), seq[:-1]))
+                elif len(keep_seqs) < beam_size:
+                    keep_seqs.append(beams[b].tolist() + [tok])
+                    keep_scores.append(score)
+            # An open beam's mean can still rise; stop once beam_size have finished and the best open beam's
+            # sum is already below the best finished mean times the longest length still possible.
+            best_open = keep_scores[0] if keep_scores else float("-inf")
+            bound = max((f[0] for f in finished), default=float("-inf")) * (max_len + 1)
+            if not keep_seqs or (len(finished) >= beam_size and best_open < bound):
+                break
+            beams = torch.tensor(keep_seqs, dtype=torch.long, device=dev)
+            scores = torch.tensor(keep_scores, device=dev)
+        if not finished:  # nothing ended within max_len: the best open beam
+            finished.append((float(scores[0]) / (beams.shape[1] - 1), beams[0].tolist()[1:]))
+        return max(finished, key=lambda f: f[0])[1]
 
 
 def _masked_ce(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:

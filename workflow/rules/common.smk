@@ -4,7 +4,11 @@ import shlex
 from pathlib import Path
 
 GRID = config["grid"]
-DATASETS, TASKS, METHODS, MODELS = (GRID[k] for k in ("datasets", "tasks", "methods", "models"))
+DATASETS, METHODS, MODELS = (GRID[k] for k in ("datasets", "methods", "models"))
+# The (dataset, task) pairs: each dataset runs the tasks listed under it in params.yaml.
+CELLS = [(d, t) for d in DATASETS for t in config["datasets"][d]["tasks"]]
+TASKS = sorted({t for _, t in CELLS})
+PREPARED = "results/prepared/{dataset}/{task}"
 # One run directory per grid cell.
 RUN = "results/runs/{dataset}/{task}/{method}/{model}"
 RUN_MODEL = "results/runs/{dataset}/{task}/{method}/{model}/model.pt"
@@ -33,7 +37,14 @@ def flags(section, prefix=""):
 
 
 def grid(pattern):
-    return expand(pattern, dataset=DATASETS, task=TASKS, method=METHODS, model=MODELS)
+    """`pattern` for every cell of the grid, in (dataset, task) order, then method, then model."""
+    return [pattern.format(dataset=d, task=t, method=m, model=s) for d, t in CELLS for m in METHODS for s in MODELS]
+
+
+def prepared(wildcards):
+    """Every prepared task of a dataset: one feature store serves all of them."""
+    tasks = config["datasets"][wildcards.dataset]["tasks"]
+    return [f"results/prepared/{wildcards.dataset}/{t}/{split}.jsonl" for t in tasks for split in ("train", "test")]
 
 
 def dataset_root(wildcards):

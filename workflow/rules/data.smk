@@ -19,20 +19,19 @@ rule synth:
 
 rule prepare:
     output:
-        train="results/prepared/{dataset}/train.jsonl",
-        test="results/prepared/{dataset}/test.jsonl",
-        summary="results/prepared/{dataset}/summary.json",
+        train=PREPARED + "/train.jsonl",
+        test=PREPARED + "/test.jsonl",
+        summary=PREPARED + "/summary.json",
     input:
         root=dataset_root,
         code=code("data"),
     params:
-        video_dir=lambda wc: config["datasets"][wc.dataset].get("video_dir", "videos"),
-        train_list=lambda wc: config["datasets"][wc.dataset].get("train_list", "9k"),
+        options=lambda wc: flags(config["datasets"][wc.dataset].get("options") or {}),
         out=lambda wc, output: os.path.dirname(output.train),
     log:
-        "logs/prepare/{dataset}.log",
+        "logs/prepare/{dataset}.{task}.log",
     benchmark:
-        "benchmarks/prepare/{dataset}.tsv"
+        "benchmarks/prepare/{dataset}.{task}.tsv"
     shell:
-        "meltr prepare --dataset {wildcards.dataset} --root {input.root} --video-dir {params.video_dir}"
-        " --train-list {params.train_list} --out {params.out} > {log} 2>&1"
+        "meltr prepare --dataset {wildcards.dataset} --task {wildcards.task} --root {input.root}"
+        " {params.options} --out {params.out} > {log} 2>&1"

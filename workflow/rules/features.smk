@@ -5,11 +5,12 @@ rule features:
     output:
         directory("results/features/{dataset}"),
     input:
-        train="results/prepared/{dataset}/train.jsonl",
-        test="results/prepared/{dataset}/test.jsonl",
+        manifests=prepared,
+        s3d=lambda wc: config["datasets"][wc.dataset].get("s3d") or [],
         code=code("data", "features"),
     params:
         settings=flags(config["features"]),
+        s3d=lambda wc, input: f"--s3d {input.s3d}" if input.s3d else "",
         seed=config["seed"],
     threads: workflow.cores
     log:
@@ -17,5 +18,5 @@ rule features:
     benchmark:
         "benchmarks/features/{dataset}.tsv"
     shell:
-        "meltr features --manifests {input.train} {input.test} --out {output} {params.settings}"
+        "meltr features --manifests {input.manifests} --out {output} {params.settings} {params.s3d}"
         " --seed {params.seed} --threads {threads} > {log} 2>&1"

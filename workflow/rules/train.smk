@@ -1,4 +1,4 @@
-# One cell of the grid: train, then evaluate on the test split.
+# One cell of the grid: train, then evaluate on the dataset's evaluation split.
 
 
 rule train:
@@ -7,7 +7,7 @@ rule train:
         log=RUN_LOG,
         throughput=RUN_THROUGHPUT,
     input:
-        train="results/prepared/{dataset}/train.jsonl",
+        train=PREPARED + "/train.jsonl",
         features="results/features/{dataset}",
         code=code("data", "models", "combiners", "meta", "features/store.py", "train.py"),
     params:
@@ -35,11 +35,12 @@ rule evaluate:
         RUN_METRICS,
     input:
         model=RUN_MODEL,
-        test="results/prepared/{dataset}/test.jsonl",
+        test=PREPARED + "/test.jsonl",
         features="results/features/{dataset}",
         code=code("data", "models", "metrics", "features/store.py", "train.py", "evaluate.py"),
     params:
         device=config["train"]["device"],
+        settings=flags(config.get("evaluate", {})),
     # Also all cores: an evaluation beside a training job would distort that job's timing.
     threads: workflow.cores
     log:
@@ -48,4 +49,4 @@ rule evaluate:
         "benchmarks/evaluate/{dataset}.{task}.{method}.{model}.tsv"
     shell:
         "meltr evaluate --checkpoint {input.model} --test-manifest {input.test} --features {input.features}"
-        " --device {params.device} --threads {threads} --out {output} > {log} 2>&1"
+        " --device {params.device} {params.settings} --threads {threads} --out {output} > {log} 2>&1"

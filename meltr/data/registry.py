@@ -1,0 +1,120 @@
+"""Which datasets exist, which tasks each serves, and the one way to load, prepare and check any of them.
+
+Every loader returns `{split: [record, ...]}` in the normalised form of `records.py`; nothing after
+`prepare` knows which dataset a record came from.
+"""
+from __future__ import annotations
+
+import importlib
+import inspect
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..errors import MeltrError
+from ..io import write_json, write_jsonl
+from .records import check_records
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    module: str                 # meltr.data.<module>
+    loader: str                 # its load function: loader(root, task, **options) -> {split: records}
+    tasks: dict[str, str]       # task -> task family (records.TASK_KEYS)
+    eval_split: str             # the split the papers report on
+
+
+DATASETS: dict[str, DatasetSpec] = {
+    "msrvtt": DatasetSpec("msrvtt", "load_msrvtt", {"retrieval": "retrieval", "captioning": "captioning"}, "test"),
+    "youcook2": DatasetSpec("youcook2", "load_youcook2", {"retrieval": "retrieval", "captioning": "captioning"},
+                            "val"),
+    "tgifqa": DatasetSpec("tgifqa", "load_tgifqa", {"action": "multiple_choice", "transition": "multiple_choice",
+                                                    "frameqa": "open_ended", "count": "count"}, "test"),
+    # TVQA's test_public has no answers: the papers report val.
+    "tvqa": DatasetSpec("tvqa", "load_tvqa", {"qa": "multiple_choice"}, "val"),
+}
+
+
+def spec(dataset: str) -> DatasetSpec:
+    if dataset not in DATASETS:
+        raise MeltrError(f"dataset {dataset!r}: expected one of {', '.join(DATASETS)}")
+    return DATASETS[dataset]
+
+
+def task_family(dataset: str, task: str) -> str:
+    s = spec(dataset)
+    if task not in s.tasks:
+        raise MeltrError(f"task {task!r} of dataset {dataset!r}: expected one of {', '.join(s.tasks)}")
+    return s.tasks[task]
+
+
+def load(dataset: str, task: str, root: str | os.PathLike, **options) -> dict[str, list[dict]]:
+    """All splits of (dataset, task). `options` are the loader's keyword arguments (video_dir, variant, ...);
+    unknown ones are an error naming the accepted ones, not silently dropped."""
+    family = task_family(dataset, task)
+    s = spec(dataset)
+    loader = getattr(importlib.import_module(f"meltr.data.{s.module}"), s.loader)
+    accepted = [n for n, p in inspect.signature(loader).parameters.items()
+                if p.kind == p.KEYWORD_ONLY and n not in ("task", "stats")]
+    unknown = sorted(set(options) - set(accepted))
+    if unknown:
+        raise MeltrError(f"datasets.{dataset}: unknown option(s) {', '.join(unknown)}; expected any of "
+                         f"{', '.join(accepted)}")
+    splits = loader(root, task=task, **{k: v for k, v in options.items() if v is not None})
+    for name, records in splits.items():
+        check_records(records, family, f"{root} ({dataset} {task} {name})")
+    return splits
+
+
+def prepare(dataset: str, task: str, root: str | os.PathLike, out_dir: str | os.PathLike, *,
+            check_media: bool = True, **options) -> dict:
+    """Write out_dir/train.jsonl, out_dir/test.jsonl (the evaluation split) and out_dir/summary.json.
+
+    With check_media, a referenced video that does not exist is an error (existence only; decoding
+    happens in the feature stage). Everything is validated before anything is written."""
+    splits = load(dataset, task, root, **options)
+    s = spec(dataset)
+    if "train" not in splits or s.eval_split not in splits:
+        raise MeltrError(f"{root}: {dataset} {task}: expected splits train and {s.eval_split}, got {sorted(splits)}")
+    chosen = {"train": splits["train"], "test": splits[s.eval_split]}
+    summary = {"dataset": dataset, "task": task, "family": s.tasks[task], "root": str(root),
+               "eval_split": s.eval_split, "options": options}
+    for name, records in chosen.items():
+        if not records:
+            raise MeltrError(f"{root}: {dataset} {task}: split {name!r} has no records")
+        missing = missing_media(records)
+        if missing and check_media:
+            raise MeltrError(f"{missing[0]}: video file not found ({dataset} {task} {name}; "
+                             f"{len(missing)} missing in all - `meltr data check` lists them)")
+        summary[name] = split_counts(records) | {"missing_media": missing}
+    out = Path(out_dir)
+    write_jsonl(out / "train.jsonl", chosen["train"])
+    write_jsonl(out / "test.jsonl", chosen["test"])
+    write_json(out / "summary.json", summary)  # last: its presence marks a complete preparation
+    return summary
+
+
+def missing_media(records: list[dict]) -> list[str]:
+    return sorted({r["video"] for r in records if not os.path.exists(r["video"])})
+
+
+def split_counts(records: list[dict]) -> dict:
+    """Records, distinct media files, distinct clips (a YouCook2 segment, a TVQA moment), captions, questions."""
+    return {"records": len(records), "videos": len({r["video"] for r in records}),
+            "clips": len({r["video_id"] for r in records}),
+            "captions": sum(len(r.get("captions", ())) for r in records),
+            "questions": sum(1 for r in records if "question" in r)}
+
+
+def check(dataset: str, root: str | os.PathLike, **options) -> dict:
+    """`meltr data check`: per task and split the counts of `split_counts`, and every referenced media file
+    that is missing. Malformed annotations raise the loaders' one-line errors."""
+    report: dict = {"dataset": dataset, "root": str(root), "tasks": {}, "missing_media": []}
+    missing: set[str] = set()
+    for task in spec(dataset).tasks:
+        splits = load(dataset, task, root, **options)
+        report["tasks"][task] = {name: split_counts(recs) for name, recs in splits.items()}
+        for recs in splits.values():
+            missing.update(missing_media(recs))
+    report["missing_media"] = sorted(missing)
+    return report

@@ -45,12 +45,15 @@ def evaluate(checkpoint: str, test_manifest: str, features_dir: str, out: str, d
     dev = resolve_device(device)
     model, ckpt = load_checkpoint(checkpoint, dev)
     cfg, family = ckpt["config"], ckpt.get("family", "retrieval")
-    records = read_records(test_manifest, family)
+    records = read_records(test_manifest, family)  # the manifest first: its errors say more than the store's
     store = FeatureStore(features_dir)
+    # Clips whose video was skipped as broken (features.on_bad_video: skip) are left out and listed.
+    records, dropped = store.keep_available(records, str(test_manifest))
     video = torch.from_numpy(store.get([r["video_id"] for r in records]))
     ev = _Eval(model, load_tokenizer(), text_length(cfg, family), dev)
     metrics = {"dataset": cfg["dataset"], "task": cfg["task"], "family": family, "method": cfg["method"],
-               "model": cfg["model"], "n_test": len(records)}
+               "model": cfg["model"], "n_test": len(records),
+               "skipped": {"records": len(dropped), "videos": sorted({r["video"] for r in dropped})}}
     if family == "retrieval":
         metrics.update(ev.retrieval(records, video))
     elif family == "captioning":

@@ -41,7 +41,8 @@ HEADLINE = {
     "count": ("MSE (lower is better)", "constant training mean"),
 }
 # Optional extras: used in the report's text when present, never required.
-EXTRA_COLUMNS = ["params", "step_ms_iqr", "batch_size", "steps_timed", "out_of_vocabulary", "run_dir"]
+EXTRA_COLUMNS = ["params", "step_ms_iqr", "batch_size", "steps_timed", "out_of_vocabulary", "skipped_videos",
+                 "run_dir"]
 
 T2V_KEYS = ("R1", "R5", "R10", "MedR", "MeanR")
 V2T_KEYS = ("R1", "R5", "R10", "MedR")
@@ -145,6 +146,9 @@ def _load_run(run_dir: Path) -> dict:
         value = thr.get(key)
         row[key] = value if isinstance(value, (int, float)) and not isinstance(value, bool) else None
     row.setdefault("out_of_vocabulary", None)
+    skipped = metrics.get("skipped") or {}
+    # ';'-joined so that summary.csv keeps one plain column
+    row["skipped_videos"] = ";".join(sorted(set(skipped.get("videos", [])) | set(thr.get("skipped_videos") or [])))
     row["run_dir"] = str(run_dir)
     return row
 
@@ -475,6 +479,10 @@ def _measured_section(df: pd.DataFrame, ratios: pd.DataFrame) -> str:
     ]
     if estimators:
         lines.append(f"- MELTR's hypergradient estimator: {', '.join(estimators)}.")
+    skipped = sorted({v for vs in df["skipped_videos"].dropna() for v in str(vs).split(";") if v})
+    lines.append(f"- Broken videos skipped (`features.on_bad_video: skip`): {len(skipped)}"
+                 + (": " + ", ".join(f"`{v}`" for v in skipped[:20]) + (" ..." if len(skipped) > 20 else "")
+                    if skipped else "."))
     mixed = [k for k, g in df.groupby(GROUP, sort=True) if g["device"].nunique() > 1]
     if mixed:
         lines.append(f"- **Warning:** runs in {', '.join('/'.join(k) for k in mixed)} were measured on "

@@ -154,8 +154,10 @@ def train(train_manifest: str, features_dir: str, out_dir: str, cfg: TrainConfig
         torch.set_num_threads(cfg.threads)
     device = resolve_device(cfg.device)
     family = task_family(cfg.dataset, cfg.task)
-    records = read_records(train_manifest, family)
+    records = read_records(train_manifest, family)  # the manifest first: its errors say more than the store's
     store = FeatureStore(features_dir)
+    # Clips whose video was skipped as broken (features.on_bad_video: skip) are left out and listed.
+    records, dropped = store.keep_available(records, str(train_manifest))
     tokenizer = load_tokenizer()
     answers = answer_vocabulary(records) if family == "open_ended" else []
     words = text_length(asdict(cfg), family)
@@ -221,6 +223,7 @@ def train(train_manifest: str, features_dir: str, out_dir: str, cfg: TrainConfig
             _save_checkpoint(ckpt_path, cfg, model, opt, sched, combiner, state)
 
     throughput = _throughput(cfg, step_ms, meta_ms, period, device)
+    throughput.update(skipped_records=len(dropped), skipped_videos=sorted({r["video"] for r in dropped}))
     throughput.update(family=family, params=count_parameters(model), params_m=count_parameters(model) / 1e6,
                       combiner_params=count_parameters(combiner))
     out.mkdir(parents=True, exist_ok=True)

@@ -8,6 +8,8 @@ position (and so motion) stays linearly readable.
 """
 from __future__ import annotations
 
+import logging
+
 from dataclasses import dataclass
 
 import numpy as np
@@ -20,6 +22,8 @@ from .store import write_store
 
 CLIP_MEAN = np.array([0.48145466, 0.4578275, 0.40821073], dtype=np.float32)
 CLIP_STD = np.array([0.26862954, 0.26130258, 0.27577711], dtype=np.float32)
+
+logger = logging.getLogger(__name__)
 
 VISION_PRESETS = {
     "tiny": dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4),
@@ -40,6 +44,7 @@ class FeatureConfig:
     pool: str = "grid"
     batch_size: int = 16  # videos per forward
     seed: int = 0
+    on_bad_video: str = "error"  # error: stop at a corrupt or missing video | skip: leave it out, listed in the store
 
     def __post_init__(self):
         if self.backbone not in ("clip", "videomae"):
@@ -48,6 +53,8 @@ class FeatureConfig:
             raise MeltrError(f"features.pool {self.pool!r}: expected one of {POOLS}")
         if not self.pretrained and self.preset not in VISION_PRESETS:
             raise MeltrError(f"features.preset {self.preset!r}: expected one of {sorted(VISION_PRESETS)}")
+        if self.on_bad_video not in ("error", "skip"):
+            raise MeltrError(f"features.on_bad_video {self.on_bad_video!r}: expected 'error' or 'skip'")
         if self.num_frames < 1 or self.batch_size < 1:
             raise MeltrError("features.num_frames and features.batch_size: expected >= 1")
 
@@ -109,16 +116,29 @@ def extract_features(records: list[dict], out_dir: str, cfg: FeatureConfig, prog
     if not ids:
         raise MeltrError("features: the manifests list no videos")
     model = build_backbone(cfg).eval()
-    chunks = []
+    chunks, kept, skipped = [], [], []
     bar = tqdm(range(0, len(ids), cfg.batch_size), desc="features", unit="batch", disable=not progress)
     for first in bar:
-        batch = ids[first:first + cfg.batch_size]
-        frames = np.stack([sample_frames(videos[v]["path"], cfg.num_frames, cfg.image_size, start=videos[v]["start"],
-                                         end=videos[v]["end"], fps=videos[v]["fps"]) for v in batch])
-        chunks.append(embed_frames(model, frames, cfg))
+        frames = []
+        for v in ids[first:first + cfg.batch_size]:
+            src = videos[v]
+            try:
+                frames.append(sample_frames(src["path"], cfg.num_frames, cfg.image_size, start=src["start"],
+                                            end=src["end"], fps=src["fps"]))
+            except MeltrError as exc:
+                if cfg.on_bad_video == "error":
+                    raise
+                logger.warning("skipping %s: %s", v, exc)
+                skipped.append({"video_id": v, "video": src["path"], "error": str(exc)})
+                continue
+            kept.append(v)
+        if frames:
+            chunks.append(embed_frames(model, np.stack(frames), cfg))
+    if not kept:
+        raise MeltrError(f"features: every one of the {len(ids)} videos failed to decode (first: {skipped[0]['error']})")
     feats = np.concatenate(chunks)
     meta = {"backbone": cfg.backbone, "preset": None if cfg.pretrained else cfg.preset,
             "pretrained": cfg.pretrained, "num_frames": cfg.num_frames, "image_size": cfg.image_size,
-            "pool": cfg.pool}
-    write_store(out_dir, ids, feats, meta)
-    return {"videos": len(ids), "shape": list(feats.shape)}
+            "pool": cfg.pool, "skipped": skipped}
+    write_store(out_dir, kept, feats, meta)
+    return {"videos": len(kept), "skipped": len(skipped), "shape": list(feats.shape)}

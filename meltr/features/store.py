@@ -49,6 +49,25 @@ class FeatureStore:
     def frames(self) -> int:
         return int(self.array.shape[1])
 
+    @property
+    def skipped(self) -> list[dict]:
+        """Videos left out because they could not be decoded (features.on_bad_video: skip)."""
+        return list(self.index.get("skipped", []))
+
+    def keep_available(self, records: list[dict], what: str) -> tuple[list[dict], list[dict]]:
+        """(records whose clip has features, records whose clip was skipped as broken). A clip missing for
+        any other reason is an error: the store does not belong to these records."""
+        broken = {s["video_id"] for s in self.skipped}
+        kept = [r for r in records if r["video_id"] in self.row]
+        dropped = [r for r in records if r["video_id"] not in self.row]
+        unexplained = [r["video_id"] for r in dropped if r["video_id"] not in broken]
+        if unexplained:
+            raise MeltrError(f"{what}: no features for clip {unexplained[0]!r} ({len(unexplained)} in all); "
+                             "expected a feature store built from these manifests")
+        if not kept:
+            raise MeltrError(f"{what}: every clip was skipped as a broken video")
+        return kept, dropped
+
     def get(self, video_ids: list[str]) -> np.ndarray:
         missing = [v for v in video_ids if v not in self.row]
         if missing:

@@ -27,6 +27,8 @@ rule prepare:
         code=code("data"),
     params:
         options=lambda wc: flags(config["datasets"][wc.dataset].get("options") or {}),
+        # With on_bad_video: skip a missing video is skipped later (and listed), not an error here.
+        check_media=str(config["features"].get("on_bad_video", "error") == "error").lower(),
         out=lambda wc, output: os.path.dirname(output.train),
     log:
         "logs/prepare/{dataset}.{task}.log",
@@ -34,4 +36,4 @@ rule prepare:
         "benchmarks/prepare/{dataset}.{task}.tsv"
     shell:
         "meltr prepare --dataset {wildcards.dataset} --task {wildcards.task} --root {input.root}"
-        " {params.options} --out {params.out} > {log} 2>&1"
+        " {params.options} --check-media {params.check_media} --out {params.out} > {log} 2>&1"

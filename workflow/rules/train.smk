@@ -41,8 +41,8 @@ rule evaluate:
     params:
         device=config["train"]["device"],
         settings=flags(config.get("evaluate", {})),
-    # Also all cores: an evaluation beside a training job would distort that job's timing.
-    threads: workflow.cores
+    # One core: evaluations run two at a time, yet never beside a training job (which takes every core).
+    threads: 1
     log:
         "logs/evaluate/{dataset}.{task}.{method}.{model}.log",
     benchmark:

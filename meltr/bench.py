@@ -24,7 +24,7 @@ from .data.batching import Batcher, tokenize
 from .combiners.meltr import _trainable
 from .meta.hypergradient import ESTIMATORS, NEEDS_MATH_SDPA, grads_or_zeros, hypergradient
 from .models.tokenizer import load_tokenizer
-from .models.univl import LOSS_NAMES, PRIMARY
+from .models.univl import PRIMARY, task_losses
 from .train import build_model, device_name, resolve_device, run_step
 
 COLOURS = ["red", "green", "blue", "yellow", "white", "purple"]
@@ -74,13 +74,13 @@ class PeakRSS:
 
 
 def _cpu_peak_mb(method: str, model_name: str, k: int, batch_shape: tuple, seed: int, meltr_cfg: dict,
-                 threads: int) -> float:
+                 threads: int, loss_set: str) -> float:
     """Peak memory a method's steps add on CPU, measured alone in a fresh process (see cpu_peak_mb)."""
     torch.set_num_threads(threads)
     batch_size, frames, dim, max_words = batch_shape
     dev = torch.device("cpu")
     batches = synthetic_batches(max(12, 2 * k), batch_size, frames, dim, max_words, seed, dev)
-    run = MethodRun(method, batches, model_name, k, dev, seed, meltr_cfg)
+    run = MethodRun(method, batches, model_name, k, dev, seed, meltr_cfg, loss_set)
     run.run(2 * k, record=False)  # warm-up: optimiser state and one-time allocations exist afterwards
     with PeakRSS() as rss:
         run.run(2 * k, record=False)
@@ -119,10 +119,10 @@ class MethodRun:
     """One method's model, combiner and optimiser, stepped a window at a time (its own step counter)."""
 
     def __init__(self, method: str, batches: list[dict], model_name: str, k: int, device: torch.device,
-                 seed: int, meltr_cfg: dict):
+                 seed: int, meltr_cfg: dict, loss_set: str = "univl8"):
         self.method, self.batches, self.device, self.seed = method, batches, device, seed
         self.model = _fresh_model(model_name, batches, seed, device).train()
-        self.combiner = build_combiner(method, list(LOSS_NAMES), PRIMARY["retrieval"],
+        self.combiner = build_combiner(method, list(task_losses("retrieval", loss_set)), PRIMARY["retrieval"],
                                        {**meltr_cfg, "k": k, "seed": seed}).to(device)
         self.params = [p for p in self.model.parameters() if p.requires_grad]
         self.opt = torch.optim.AdamW(self.params, lr=1e-4)
@@ -148,14 +148,14 @@ class MethodRun:
 
 
 def peak_memory_mb(method: str, batches: list[dict], model_name: str, k: int, device: torch.device, seed: int,
-                   meltr_cfg: dict) -> float:
+                   meltr_cfg: dict, loss_set: str = "univl8") -> float:
     """Peak memory of one method measured with nothing else resident: on a GPU max_memory_allocated over
     2k steps after a 2k-step warm-up; on CPU see cpu_peak_mb."""
     if device.type != "cuda":
         b = batches[0]
         shape = (b["video"].shape[0], b["video"].shape[1], b["video"].shape[2], b["text_ids"].shape[1])
-        return cpu_peak_mb(method, model_name, k, shape, seed, meltr_cfg, torch.get_num_threads())
-    run = MethodRun(method, batches, model_name, k, device, seed, meltr_cfg)
+        return cpu_peak_mb(method, model_name, k, shape, seed, meltr_cfg, torch.get_num_threads(), loss_set)
+    run = MethodRun(method, batches, model_name, k, device, seed, meltr_cfg, loss_set)
     run.run(2 * k, record=False)
     torch.cuda.synchronize(device)
     torch.cuda.reset_peak_memory_stats(device)
@@ -167,11 +167,12 @@ def peak_memory_mb(method: str, batches: list[dict], model_name: str, k: int, de
 
 
 def estimator_accuracy(batches: list[dict], model_name: str, seed: int, device: torch.device,
-                       meltr_cfg: dict) -> dict:
+                       meltr_cfg: dict, loss_set: str = "univl8") -> dict:
     """Each variant's hypergradient against double_backward on the same state and the same meta batches
     (replay variants: B_t, B_v = two different batches; @current: both the step's own batch)."""
     model = _fresh_model(model_name, batches, seed, device).eval()
-    combiner = build_combiner("meltr", list(LOSS_NAMES), PRIMARY["retrieval"], {**meltr_cfg, "seed": seed})
+    combiner = build_combiner("meltr", list(task_losses("retrieval", loss_set)), PRIMARY["retrieval"],
+                              {**meltr_cfg, "seed": seed})
     combiner.to(device)
     names, params = _trainable(model)
     opts = combiner._options()
@@ -209,7 +210,8 @@ def estimator_accuracy(batches: list[dict], model_name: str, seed: int, device: 
 
 def bench_meltr_step(model: str = "tiny", k: int = 3, steps: int = 30, warmup: int | None = None,
                      batch_size: int = 16, frames: int = 8, feature_dim: int = 320, max_words: int = 24,
-                     device: str = "auto", seed: int = 0, meltr_cfg: dict | None = None) -> dict:
+                     device: str = "auto", seed: int = 0, meltr_cfg: dict | None = None,
+                     loss_set: str = "univl8") -> dict:
     dev = resolve_device(device)
     meltr_cfg = dict(meltr_cfg or {})
     steps = max(k, math.ceil(max(steps, 20) / k) * k)  # at least 20 timed steps, a multiple of k
@@ -221,7 +223,7 @@ def bench_meltr_step(model: str = "tiny", k: int = 3, steps: int = 30, warmup: i
         configs[name] = ("meltr", {**meltr_cfg, "estimator": est, "meta_batches": mode})
     # Timing: every method warms up, then they take turns, one window (a multiple of k) each per round, so
     # slow drifts of the machine (clocks, caches, other load) fall on all methods alike.
-    runs = {name: MethodRun(method, batches, model, k, dev, seed, cfg) for name, (method, cfg) in configs.items()}
+    runs = {name: MethodRun(method, batches, model, k, dev, seed, cfg, loss_set) for name, (method, cfg) in configs.items()}
     for run in runs.values():
         run.run(warmup, record=False)
     for _ in range(steps // k):
@@ -230,8 +232,8 @@ def bench_meltr_step(model: str = "tiny", k: int = 3, steps: int = 30, warmup: i
     timing = {name: run.summary(batch_size) for name, run in runs.items()}
     del runs
     for name, (method, cfg) in configs.items():  # memory: one method at a time, nothing else resident
-        timing[name]["peak_mem_mb"] = peak_memory_mb(method, batches, model, k, dev, seed, cfg)
-    accuracy = estimator_accuracy(batches, model, seed, dev, meltr_cfg)
+        timing[name]["peak_mem_mb"] = peak_memory_mb(method, batches, model, k, dev, seed, cfg, loss_set)
+    accuracy = estimator_accuracy(batches, model, seed, dev, meltr_cfg, loss_set)
     ft, mt = timing["finetune"], timing["multitask"]
     estimators = {}
     for name, est, mode in VARIANTS:
@@ -245,6 +247,7 @@ def bench_meltr_step(model: str = "tiny", k: int = 3, steps: int = 30, warmup: i
         }
     params = sum(p.numel() for p in _fresh_model(model, batches, seed, torch.device("cpu")).parameters())
     return {"model": model, "params_m": params / 1e6, "k": k, "batch_size": batch_size, "steps_timed": steps,
+            "losses": list(task_losses("retrieval", loss_set)),
             "timing": f"interleaved: {steps // k} rounds of {k} steps per method after {warmup} warm-up steps",
             "warmup": warmup, "device": device_name(dev), "torch": torch.__version__,
             "memory": "torch.cuda.max_memory_allocated" if dev.type == "cuda"

@@ -197,7 +197,7 @@ def cmd_bench_meltr_step(args) -> None:
     meltr_cfg = _collect(args, MeltrConfig, prefix="meltr_")
     meltr_cfg.pop("k", None)
     result = bench_meltr_step(args.model, args.k, args.steps, None, args.batch_size, device=args.device,
-                              seed=args.seed, meltr_cfg=meltr_cfg)
+                              seed=args.seed, meltr_cfg=meltr_cfg, loss_set=args.loss_set)
     print(format_table(result))
     if args.json:
         write_json(args.json, result)
@@ -299,6 +299,8 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--json", default=None, help="also write the numbers here")
+    p.add_argument("--loss-set", choices=["univl5", "univl8"], default="univl8",
+                   help="the retrieval losses: UniVL's five or MELTR-UniVL's eight (default)")
     MeltrConfig.flags(p, prefix="meltr_", skip=("seed", "k", "estimator"))
     p.set_defaults(func=cmd_bench_meltr_step)
     return parser

@@ -117,3 +117,41 @@ def test_dvc_repro_then_status_clean(tmp_path):
     shown = json.loads(sh("dvc", "metrics", "show", "--json", cwd=project).stdout)
     assert "results/metrics.json" in json.dumps(shown)
     assert "didn't change" in sh("dvc", "repro", cwd=project).stdout
+
+
+def test_dvc_push_clone_pull_touch_and_an_experiment(tmp_path):
+    """A colleague's clone: dvc push to a local remote, git clone, dvc pull, snakemake --touch; then nothing is
+    left to compute. And `dvc exp run -S` on a MELTR parameter makes an experiment that `dvc exp show` lists."""
+    (tmp_path / "project").mkdir()
+    project = make_project(tmp_path / "project", tiny_params())
+    remote = tmp_path / "remote"
+    for cmd in (["git", "init", "-q", "-b", "main"], ["git", "config", "user.email", "t@example.com"],
+                ["git", "config", "user.name", "t"], ["dvc", "init", "-q"],
+                ["dvc", "config", "core.autostage", "true"], ["dvc", "remote", "add", "-d", "local", str(remote)],
+                ["git", "add", "-A"], ["git", "commit", "-qm", "init"]):
+        sh(*cmd, cwd=project)
+    sh("dvc", "repro", cwd=project)
+    sh("git", "add", "-A", cwd=project)
+    sh("git", "commit", "-qm", "results", cwd=project)
+    sh("dvc", "push", cwd=project)
+    assert any(remote.rglob("*"))
+
+    clone = tmp_path / "clone"
+    sh("git", "clone", "-q", str(project), str(clone), cwd=tmp_path)
+    assert not (clone / "results/runs").exists()
+    sh("dvc", "pull", cwd=clone)
+    assert (clone / "results/runs/msrvtt/retrieval/meltr/tiny/model.pt").is_file()
+    sh("snakemake", "--touch", "--cores", "1", cwd=clone)
+    assert "Nothing to be done" in sh("snakemake", "-n", cwd=clone).stdout
+    assert "up to date" in sh("dvc", "status", cwd=clone).stdout
+
+    sh("dvc", "exp", "run", "-S", "meltr.k=2", "-n", "k2", cwd=clone)
+    shown = json.loads(sh("dvc", "exp", "show", "--json", cwd=clone).stdout)
+    text = json.dumps(shown)
+    assert '"k2"' in text and "results/metrics.json" in text
+    exps = [e for rev in shown for e in (rev.get("experiments") or [])]
+    runs = [r for e in exps for r in (e.get("revs") or [])]
+    k2 = [r for r in runs if r.get("name") == "k2"]
+    assert k2 and k2[0]["data"]["params"]["params.yaml"]["data"]["meltr"]["k"] == 2
+    assert k2[0]["data"]["metrics"]["results/metrics.json"]["data"]["msrvtt"]["retrieval"]["tiny"]["meltr"]["score"] \
+        is not None

@@ -19,11 +19,12 @@ class Tokenized:
 
 
 def tokenize(tokenizer, texts: list[str], max_words: int, pairs: list[str] | None = None) -> Tokenized:
-    """[CLS] text [SEP] (or [CLS] text [SEP] pair [SEP]), padded to max_words; when the whole does not fit,
+    """[CLS] text [SEP] (or [CLS] text [SEP] pair [SEP]), cut to max_words and padded to the longest of `texts`
+    (short texts cost no attention over padding); when the whole does not fit,
     the longer of text and pair (e.g. subtitles) is cut first."""
     if pairs is not None and not any(pairs):
         pairs = None
-    enc = tokenizer(list(texts), None if pairs is None else list(pairs), padding="max_length",
+    enc = tokenizer(list(texts), None if pairs is None else list(pairs), padding="longest",
                     truncation="longest_first", max_length=max_words,
                     return_tensors="pt")
     return Tokenized(enc["input_ids"], enc["attention_mask"])

@@ -187,3 +187,43 @@ def test_bad_train_log_names_line(tmp_path, runs):
         f.write('{"step": 99, "loss": 1.0}\n')
     with pytest.raises(MeltrError, match=r"train_log\.jsonl:21: missing key 'weights'"):
         build_report(runs, tmp_path / "s.csv", tmp_path / "r", tmp_path / "m.json")
+
+
+def _qa_run(root, method, family, metrics):
+    d = make_run(root, method, dataset="tgifqa")
+    m = {"dataset": "tgifqa", "task": {"multiple_choice": "action", "open_ended": "frameqa", "count": "count"}[family],
+         "family": family, "method": method, "model": "tiny", "n_test": 40, **metrics}
+    (d / "metrics.json").write_text(json.dumps(m))
+    return d
+
+
+def test_every_family_gets_its_table_baseline_and_skipped_list(tmp_path):
+    root = tmp_path / "runs"
+    runs = [_qa_run(root / "mc", m, "multiple_choice", {"accuracy": 35.0, "chance_accuracy": 20.0})
+            for m in ("finetune", "meltr")]
+    runs += [_qa_run(root / "oe", m, "open_ended", {"accuracy": 70.0, "most_frequent_answer_accuracy": 15.0,
+                                                    "out_of_vocabulary": "exclude"}) for m in ("finetune", "meltr")]
+    runs += [_qa_run(root / "count", m, "count", {"MSE": 3.5, "constant_mean_MSE": 9.4,
+                                                   "skipped": {"records": 1, "videos": ["gifs/bad.gif"]}})
+             for m in ("finetune", "meltr")]
+    cap = make_run(root / "cap", "meltr", dataset="msrvtt")
+    scores = {"BLEU1": .5, "BLEU2": .3, "BLEU3": .2, "BLEU4": .1, "METEOR": .15, "ROUGE_L": .4, "CIDEr": .6}
+    (cap / "metrics.json").write_text(json.dumps({
+        "dataset": "msrvtt", "task": "captioning", "family": "captioning", "method": "meltr", "model": "tiny",
+        "n_test": 60, "greedy": {**scores, "CIDEr": 0.5}, "beam": scores}))
+    out = tmp_path / "out"
+    build_report(runs + [cap], out / "summary.csv", out / "report", out / "metrics.json")
+    df = pd.read_csv(out / "summary.csv")
+    by = df.set_index(["task", "method"])
+    assert by.loc[("action", "meltr"), "score"] == 35.0 and by.loc[("action", "meltr"), "baseline"] == 20.0
+    assert by.loc[("frameqa", "meltr"), "baseline"] == 15.0
+    assert by.loc[("count", "meltr"), "score"] == 3.5 and by.loc[("count", "meltr"), "baseline"] == 9.4
+    assert by.loc[("captioning", "meltr"), "score"] == 0.6 and by.loc[("captioning", "meltr"), "CIDEr_greedy"] == 0.5
+    md = (out / "report/report.md").read_text()
+    for title in ("### Captioning", "### Multiple-choice QA", "### Open-ended QA", "### Count"):
+        assert title in md
+    assert "### Text-to-video retrieval" not in md  # no retrieval run, no retrieval table
+    assert "are excluded from the denominator (All-in-one)" in md
+    assert "Broken videos skipped (`features.on_bad_video: skip`): 1: `gifs/bad.gif`" in md
+    nested = json.loads((out / "metrics.json").read_text())
+    assert nested["tgifqa"]["count"]["tiny"]["meltr"]["score"] == 3.5

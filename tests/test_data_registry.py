@@ -157,3 +157,30 @@ def test_s3d_pickle_replaces_the_feature_stage(capsys, synthetic, tmp_path):
     # two segments of one video get different rows (the window is applied, not the whole video)
     first, second = ids[0], ids[1]
     assert first.rsplit("_", 1)[0] == second.rsplit("_", 1)[0] and not np.array_equal(a.get([first]), a.get([second]))
+
+
+def test_synthetic_videos_decode_the_same_in_any_environment(tmp_path):
+    """x264's lossy choices depended on the environment (OMP_NUM_THREADS): the same frames decoded to
+    different pixels, and two clean runs on two machines disagreed. The synthetic mp4s are lossless."""
+    import hashlib
+    import os
+    import subprocess
+    import sys
+
+    import av
+
+    digests = []
+    for threads in (None, "1"):
+        env = {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"}
+        if threads:
+            env["OMP_NUM_THREADS"] = threads
+        out = tmp_path / f"omp{threads}"
+        subprocess.run([sys.executable, "-m", "meltr", "synth", "--dataset", "msrvtt", "--out", str(out),
+                        *SYNTH_ARGS["msrvtt"]], env=env, check=True, capture_output=True)
+        h = hashlib.md5()
+        for path in sorted((out / "videos").iterdir()):
+            with av.open(str(path)) as container:
+                for frame in container.decode(video=0):
+                    h.update(frame.to_ndarray(format="rgb24").tobytes())
+        digests.append(h.hexdigest())
+    assert digests[0] == digests[1]

@@ -75,3 +75,42 @@ def test_checkpoint_of_other_settings_is_ignored(data, tmp_path):
     torch.save({"fingerprint": {"lr": 123.0}, "state": {"step": 4}}, out / "checkpoint.pt")
     assert main(args) == 0
     assert json.loads((out / "throughput.json").read_text())["resumed_from"] == []
+
+
+def _features_args(data, out):
+    return ["features", "--manifests", str(data / "prep/train.jsonl"), str(data / "prep/test.jsonl"),
+            "--out", str(out), "--threads", "1", "--batch-size", "2"]
+
+
+def test_killed_feature_stage_leaves_no_store_and_reruns_cleanly(data, tmp_path):
+    """SIGKILL in the middle of extraction: no folder that looks like a store (atomic rename), and a rerun
+    writes the same store as an uninterrupted run."""
+    from meltr.features.store import FeatureStore
+
+    out = tmp_path / "store"
+    proc = subprocess.Popen([sys.executable, "-m", "meltr", *_features_args(data, out)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    # tqdm's first progress update: the backbone is built and extraction has begun
+    while proc.poll() is None and time.time() < deadline and "features:" not in (proc.stderr.read(64) or ""):
+        pass
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not out.exists()  # only a hidden temporary folder may remain beside it
+    assert main(_features_args(data, out)) == 0
+    import numpy as np
+
+    np.testing.assert_array_equal(FeatureStore(out).array, FeatureStore(data / "feats").array)
+
+
+def test_feature_jobs_side_by_side_do_not_collide(data, tmp_path):
+    """Two extractions into the same parent folder at the same time (as two datasets' jobs would run):
+    each gets its own temporary folder and both stores come out whole."""
+    from meltr.features.store import FeatureStore
+
+    procs = [subprocess.Popen([sys.executable, "-m", "meltr", *_features_args(data, tmp_path / name)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for name in ("a", "b")]
+    assert [p.wait(timeout=300) for p in procs] == [0, 0]
+    a, b = FeatureStore(tmp_path / "a"), FeatureStore(tmp_path / "b")
+    assert a.video_ids == b.video_ids and (a.array == b.array).all()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a", "b"]  # no temporary folder left behind

@@ -155,3 +155,52 @@ def test_dvc_push_clone_pull_touch_and_an_experiment(tmp_path):
     assert k2 and k2[0]["data"]["params"]["params.yaml"]["data"]["meltr"]["k"] == 2
     assert k2[0]["data"]["metrics"]["results/metrics.json"]["data"]["msrvtt"]["retrieval"]["tiny"]["meltr"]["score"] \
         is not None
+
+
+def test_rerun_after_a_killed_training_job_resumes_it(tmp_path):
+    """Kill Snakemake (and its training job) once a checkpoint exists; the rerun resumes that job from the
+    checkpoint instead of starting it over."""
+    import os
+    import signal
+    import time
+
+    params = tiny_params()
+    params["grid"]["methods"] = ["multitask"]
+    params["train"].update(steps=300, checkpoint_every=5)
+    project = make_project(tmp_path, params)
+    run_dir = project / "results/runs/msrvtt/retrieval/multitask/tiny"
+    proc = subprocess.Popen(["snakemake", "--cores", "2"], cwd=project, start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while not (run_dir / "checkpoint.pt").exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.1)
+    os.killpg(proc.pid, signal.SIGKILL)  # Snakemake and the job it started, as a lost node would
+    proc.wait()
+    assert (run_dir / "checkpoint.pt").exists() and not (run_dir / "model.pt").exists()
+    sh("snakemake", "--cores", "2", "--rerun-incomplete", cwd=project)
+    resumed = json.loads((run_dir / "throughput.json").read_text())["resumed_from"]
+    assert resumed and 0 < resumed[0] < 300 and resumed[0] % 5 == 0
+
+
+def test_two_clean_runs_give_identical_results(tmp_path):
+    """Same seed, same params.yaml, two fresh project folders: the same feature store bytes and the same
+    quality columns in summary.csv (training and evaluation are deterministic on CPU)."""
+    import numpy as np
+
+    runs = []
+    for name in ("first", "second"):
+        (tmp_path / name).mkdir()
+        project = make_project(tmp_path / name, tiny_params())
+        sh("snakemake", "--cores", "2", cwd=project)
+        runs.append(project)
+    a, b = (np.load(p / "results/features/msrvtt/features.npy") for p in runs)
+    assert np.array_equal(a, b)
+    quality = ("dataset", "task", "method", "model", "score", "R1", "R5", "R10", "MedR", "MeanR", "v2t_R1")
+    rows = [[{k: r[k] for k in quality} for r in csv.DictReader((p / "results/summary.csv").open())] for p in runs]
+    assert rows[0] == rows[1]
+    import torch
+
+    for method in ("finetune", "multitask", "meltr"):  # bitwise, not just equal metrics
+        ma, mb = (torch.load(p / f"results/runs/msrvtt/retrieval/{method}/tiny/model.pt", weights_only=False)["model"]
+                  for p in runs)
+        assert all(torch.equal(ma[k], mb[k]) for k in ma), method

@@ -242,11 +242,15 @@ def _write_mp4(path: Path, frames: np.ndarray, fps: int) -> None:
             stream = container.add_stream("libx264", rate=fps)
             stream.width, stream.height = frames.shape[2], frames.shape[1]
             stream.pix_fmt = "yuv420p"
-            # One thread: deterministic output and no thread start-up cost for tiny frames; low crf keeps the
-            # colours saturated; keyframes often so truncated/seeking readers behave.
-            stream.codec_context.options = {"crf": "18", "preset": "veryfast", "threads": "1", "g": str(fps)}
-            for f in frames:
-                for packet in stream.encode(av.VideoFrame.from_ndarray(f, format="rgb24")):
+            # Lossless (qp 0): x264's lossy decisions differ with the environment (the same frames encoded
+            # under OMP_NUM_THREADS=1 and unset decode to pixels up to 10 levels apart), so a lossy file would
+            # make clean runs on two machines disagree. Lossless, every run decodes the same pixels; it also
+            # keeps the colours exact. Keyframes often, so truncated files and seeking readers behave.
+            stream.codec_context.options = {"qp": "0", "preset": "veryfast", "threads": "1", "g": str(fps)}
+            for i, f in enumerate(frames):
+                frame = av.VideoFrame.from_ndarray(f, format="rgb24")
+                frame.pts = i  # explicit timestamps: x264's rate control reads them
+                for packet in stream.encode(frame):
                     container.mux(packet)
             for packet in stream.encode():
                 container.mux(packet)

@@ -103,3 +103,22 @@ def read_jsonl(path: str | os.PathLike) -> list[dict]:
             raise MeltrError(f"{path}:{i}: expected a JSON object, got {type(rec).__name__}")
         out.append(rec)
     return out
+
+
+def read_utf8(path: str | os.PathLike, *, expected: str = "UTF-8 text", missing: str = "") -> str:
+    """A text file's contents (a UTF-8 BOM dropped), or a one-line MeltrError: not found (with `missing`, a hint
+    of what the file is), unreadable, or not UTF-8 (naming the line of the first bad byte)."""
+    from .errors import MeltrError
+
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except FileNotFoundError:
+        raise MeltrError(f"{path}: file not found" + (f" ({missing})" if missing else "")) from None
+    except OSError as exc:
+        raise MeltrError(f"{path}: cannot read ({exc.strerror})") from None
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = data[:exc.start].count(b"\n") + 1
+        raise MeltrError(f"{path}: line {line}: expected {expected} ({exc.reason} at byte {exc.start})") from None

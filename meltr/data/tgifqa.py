@@ -26,6 +26,7 @@ import csv
 import os
 
 from ..errors import MeltrError
+from ..io import read_utf8
 from .records import make_record
 
 TASKS = {"action": "multiple_choice", "transition": "multiple_choice", "frameqa": "open_ended", "count": "count"}
@@ -103,19 +104,7 @@ def _int(path: str, line: int, col: str, value: str, expected: str) -> int:
 
 def _read_rows(path: str, task: str) -> list[tuple[int, dict[str, str]]]:
     """Parse one question file; return [(physical line number, {column: stripped value})] for non-blank rows."""
-    try:
-        with open(path, "rb") as f:
-            data = f.read()
-    except FileNotFoundError:
-        raise MeltrError(f"{path}: file not found (expected the TGIF-QA {task} questions from "
-                         f"YunseokJANG/tgif-qa/dataset)") from None
-    except OSError as exc:
-        raise MeltrError(f"{path}: cannot read ({exc.strerror})") from None
-    try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        line = data[:exc.start].count(b"\n") + 1
-        raise MeltrError(f"{path}: line {line}: expected UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    text = read_utf8(path, missing=f"expected the TGIF-QA {task} questions from YunseokJANG/tgif-qa/dataset")
     # Split on "\n" only: str.splitlines would also break on \x0b, \x1c, \u2028... inside a field and shift the
     # line numbers; the "\r" of CRLF is dropped per line.
     lines = [ln[:-1] if ln.endswith("\r") else ln for ln in text.split("\n")]

@@ -32,6 +32,7 @@ import os
 import re
 
 from ..errors import MeltrError
+from ..io import read_utf8
 from .records import make_record
 
 TASKS = {"qa": "multiple_choice"}
@@ -154,18 +155,7 @@ def _find(root: str, name: str) -> str:
 
 def _read_lines(path: str) -> list[tuple[int, str]]:
     """Non-blank lines of a UTF-8 text file with their 1-based numbers; one-line errors for unreadable files."""
-    try:
-        with open(path, "rb") as f:
-            data = f.read()
-    except FileNotFoundError:
-        raise MeltrError(f"{path}: file not found") from None
-    except OSError as exc:
-        raise MeltrError(f"{path}: cannot read ({exc.strerror})") from None
-    try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        line = data[:exc.start].count(b"\n") + 1
-        raise MeltrError(f"{path}: line {line}: expected UTF-8 JSON lines ({exc.reason} at byte {exc.start})") from None
+    text = read_utf8(path, expected="UTF-8 JSON lines")
     return [(i, ln) for i, ln in enumerate(text.split("\n"), 1) if ln.strip()]
 
 

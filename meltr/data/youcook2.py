@@ -96,11 +96,7 @@ def _load_official(root: str, video_dir: str) -> dict[str, list[dict]]:
         where = f"{path}: database[{vid!r}]"
         if not vid:
             raise MeltrError(f"{where}: expected a non-empty YouTube id as key")
-        if not isinstance(entry, dict):
-            raise MeltrError(f"{where}: expected an object, got {type(entry).__name__}")
-        missing = [k for k in ("subset", "recipe_type", "annotations") if k not in entry]
-        if missing:
-            raise MeltrError(f"{where}: expected key(s) {', '.join(map(repr, missing))}")
+        _object_with(entry, ("subset", "recipe_type", "annotations"), where)
         subset = entry["subset"]
         if subset not in SUBSETS:
             raise MeltrError(f"{where}: subset: expected 'training' or 'validation' "
@@ -116,11 +112,7 @@ def _load_official(root: str, video_dir: str) -> dict[str, list[dict]]:
         seen: set[str] = set()
         for i, ann in enumerate(anns):
             awhere = f"{where}: annotations[{i}]"
-            if not isinstance(ann, dict):
-                raise MeltrError(f"{awhere}: expected an object, got {type(ann).__name__}")
-            missing = [k for k in ("id", "segment", "sentence") if k not in ann]
-            if missing:
-                raise MeltrError(f"{awhere}: expected key(s) {', '.join(map(repr, missing))}")
+            _object_with(ann, ("id", "segment", "sentence"), awhere)
             seg_id = ann["id"]
             if isinstance(seg_id, bool) or not isinstance(seg_id, (int, str)) or str(seg_id) == "":
                 raise MeltrError(f"{awhere}: id: expected an integer segment id, got {seg_id!r}")
@@ -233,3 +225,12 @@ def _video_index(folder: str) -> dict[str, str]:
                 if stem not in index or rank < index[stem][0]:
                     index[stem] = (rank, os.path.join(dirpath, name))
     return {stem: p for stem, (_, p) in index.items()}
+
+
+def _object_with(obj, keys: tuple[str, ...], where: str) -> None:
+    """A JSON object holding `keys`, or a one-line MeltrError naming `where` and what is missing."""
+    if not isinstance(obj, dict):
+        raise MeltrError(f"{where}: expected an object, got {type(obj).__name__}")
+    missing = [k for k in keys if k not in obj]
+    if missing:
+        raise MeltrError(f"{where}: expected key(s) {', '.join(map(repr, missing))}")

@@ -177,6 +177,8 @@ def test_rerun_after_a_killed_training_job_resumes_it(tmp_path):
     os.killpg(proc.pid, signal.SIGKILL)  # Snakemake and the job it started, as a lost node would
     proc.wait()
     assert (run_dir / "checkpoint.pt").exists() and not (run_dir / "model.pt").exists()
+    # What a user does after a lost node: release the killed run's lock, rerun the incomplete job.
+    sh("snakemake", "--unlock", "--cores", "1", cwd=project)
     sh("snakemake", "--cores", "2", "--rerun-incomplete", cwd=project)
     resumed = json.loads((run_dir / "throughput.json").read_text())["resumed_from"]
     assert resumed and 0 < resumed[0] < 300 and resumed[0] % 5 == 0

@@ -298,5 +298,5 @@ def _throughput(cfg: TrainConfig, step_ms: list[float], meta_ms: list[float], pe
 
 def device_name(device: torch.device) -> str:
     if device.type == "cuda":
-        return torch.cuda.getdevice_name(device)
+        return torch.cuda.get_device_name(device)
     return f"cpu ({torch.get_num_threads()} threads)"

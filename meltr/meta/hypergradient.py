@@ -105,8 +105,7 @@ def _reverse_over_reverse(combiner, task_losses, val_loss, params, phi, terms: i
 
 
 def _finite_difference(task_losses, params, v, eps_scale: float, midpoint: bool):
-    norm = torch.sqrt(sum((x.double() ** 2).sum() for x in v))
-    eps = eps_scale / max(float(norm), 1e-12)
+    eps = _radius(v, eps_scale)
     with torch.no_grad():
         plus = task_losses([p + eps * d for p, d in zip(params, v)])
         minus = task_losses([p - eps * d for p, d in zip(params, v)])
@@ -115,7 +114,7 @@ def _finite_difference(task_losses, params, v, eps_scale: float, midpoint: bool)
 
 
 def _one_sided_difference(task_losses, params, v, eps_scale: float, losses: torch.Tensor):
-    eps = eps_scale / max(float(torch.sqrt(sum((x.double() ** 2).sum() for x in v))), 1e-12)
+    eps = _radius(v, eps_scale)
     with torch.no_grad():
         plus = task_losses([p + eps * d for p, d in zip(params, v)])
     return losses, (plus - losses) / eps
@@ -133,7 +132,7 @@ def _finite_difference_inplace(combiner, task_losses, val_loss, params, phi, eps
     with torch.no_grad():
         if losses is None:
             losses = task_losses(params)
-        eps = eps_scale / max(float(_global_norm(v)), 1e-12)
+        eps = _radius(v, eps_scale)
         for p, d in zip(params, v):
             p.add_(d, alpha=eps)
         try:
@@ -145,6 +144,11 @@ def _finite_difference_inplace(combiner, task_losses, val_loss, params, phi, eps
     # for per-example losses), so every rank gets the single-process value of the whole batch.
     losses, plus = all_reduce_mean([losses.detach(), plus.detach()])
     return _contract(combiner, losses, (plus - losses) / eps, phi)
+
+
+def _radius(v: Sequence[torch.Tensor], eps_scale: float) -> float:
+    """The step along v: eps_scale / |v|, so the perturbation's norm is eps_scale whatever v's scale."""
+    return eps_scale / max(float(_global_norm(v)), 1e-12)
 
 
 def _global_norm(v: Sequence[torch.Tensor]) -> torch.Tensor:

@@ -273,24 +273,24 @@ class VideoLanguageModel(nn.Module):
         return [self._beam(cross[i:i + 1], cross_mask[i:i + 1], bos_id, eos_id, max_len, beam_size)
                 for i in range(cross.shape[0])]
 
-    def _next_logprobs(self, seqs: torch.Tensor, cross, cross_mask) -> torch.Tensor:
+    def _next_logprobs(self, seqs: torch.Tensor, cross, cross_mask, eos_id: int | None = None) -> torch.Tensor:
+        """Log-probabilities of the token after each sequence (cross: one clip, or one per sequence). With
+        eos_id, [SEP] is barred right after [CLS]: no empty caption."""
         n = seqs.shape[0]
         dec = self.decoder(input_ids=seqs, attention_mask=torch.ones_like(seqs),
                            encoder_hidden_states=cross.expand(n, -1, -1),
                            encoder_attention_mask=cross_mask.expand(n, -1)).last_hidden_state
-        return F.log_softmax(self.lm_logits(dec[:, -1]).float(), dim=-1)
+        logp = F.log_softmax(self.lm_logits(dec[:, -1]).float(), dim=-1)
+        if eos_id is not None and seqs.shape[1] == 1:
+            logp[:, eos_id] = float("-inf")
+        return logp
 
     def _greedy(self, cross, cross_mask, bos_id, eos_id, max_len) -> list[list[int]]:
         """All clips at once: the most likely next token until [SEP] (or max_len)."""
         seqs = torch.full((cross.shape[0], 1), bos_id, dtype=torch.long, device=cross.device)
         done = torch.zeros(cross.shape[0], dtype=torch.bool, device=cross.device)
         for _ in range(max_len):
-            dec = self.decoder(input_ids=seqs, attention_mask=torch.ones_like(seqs), encoder_hidden_states=cross,
-                               encoder_attention_mask=cross_mask).last_hidden_state
-            logits = self.lm_logits(dec[:, -1])
-            if seqs.shape[1] == 1:
-                logits[:, eos_id] = float("-inf")  # no empty caption
-            nxt = logits.argmax(-1).masked_fill(done, eos_id)
+            nxt = self._next_logprobs(seqs, cross, cross_mask, eos_id).argmax(-1).masked_fill(done, eos_id)
             seqs = torch.cat([seqs, nxt[:, None]], 1)
             done |= nxt == eos_id
             if done.all():
@@ -306,9 +306,7 @@ class VideoLanguageModel(nn.Module):
         scores = torch.zeros(1, device=dev)
         finished: list[tuple[float, list[int]]] = []
         for _ in range(max_len):
-            logp = self._next_logprobs(beams, cross, cross_mask)  # (n_beams, vocab)
-            if beams.shape[1] == 1:
-                logp[:, eos_id] = float("-inf")  # no empty caption
+            logp = self._next_logprobs(beams, cross, cross_mask, eos_id)  # (n_beams, vocab)
             total = (scores[:, None] + logp).reshape(-1)
             top = torch.topk(total, min(beam_size * 2, total.numel()))
             keep_seqs, keep_scores = [], []

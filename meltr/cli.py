@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import importlib
-import inspect
 import json
 import logging
 import sys
@@ -64,18 +63,12 @@ def _function(dotted: str):
     return getattr(importlib.import_module(f"meltr.data.{module}"), name)
 
 
-NOT_FLAGS = ("task", "stats")  # set by the command itself
-
-
-def _keywords(fn, skip=NOT_FLAGS) -> dict[str, inspect.Parameter]:
-    return {n: p for n, p in inspect.signature(fn).parameters.items()
-            if p.kind == p.KEYWORD_ONLY and n not in skip}
-
-
 def _add_keyword_flags(parser: argparse.ArgumentParser, functions) -> list[str]:
+    from .data.registry import keyword_options
+
     names: dict[str, type] = {}
     for fn in functions:
-        for n, p in _keywords(fn).items():
+        for n, p in keyword_options(fn).items():
             d = p.default
             names.setdefault(n, type(d) if isinstance(d, (bool, int, float)) else str)
     for n, kind in sorted(names.items()):
@@ -86,8 +79,10 @@ def _add_keyword_flags(parser: argparse.ArgumentParser, functions) -> list[str]:
 
 def _pick_keywords(args: argparse.Namespace, fn, flags: list[str], what: str) -> dict:
     """The flags given on the command line, checked against what `fn` takes."""
+    from .data.registry import keyword_options
+
     given = {n: getattr(args, n) for n in flags if getattr(args, n, None) is not None}
-    accepted = _keywords(fn)
+    accepted = keyword_options(fn)
     wrong = sorted(set(given) - set(accepted))
     if wrong:
         raise MeltrError(f"{what}: option(s) {', '.join('--' + w.replace('_', '-') for w in wrong)} do not apply; "
@@ -112,11 +107,9 @@ def cmd_synth(args) -> None:
 
 
 def _loader_options(args) -> dict:
-    from .data.registry import spec
+    from .data.registry import loader
 
-    s = spec(args.dataset)
-    loader = getattr(importlib.import_module(f"meltr.data.{s.module}"), s.loader)
-    return _pick_keywords(args, loader, args.keyword_flags, f"{args.command} --dataset {args.dataset}")
+    return _pick_keywords(args, loader(args.dataset), args.keyword_flags, f"{args.command} --dataset {args.dataset}")
 
 
 def cmd_prepare(args) -> None:
@@ -228,14 +221,14 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    from .data.registry import DATASETS, spec
+    from .data.registry import DATASETS, loader
 
     p = sub.add_parser("synth", help="write a synthetic dataset in the real on-disk format")
     p.add_argument("--dataset", choices=list(SYNTH), default="msrvtt")
     p.add_argument("--out", required=True)
     p.set_defaults(func=cmd_synth, keyword_flags=_add_keyword_flags(p, [_function(f) for f in SYNTH.values()]))
 
-    loaders = [getattr(importlib.import_module(f"meltr.data.{spec(d).module}"), spec(d).loader) for d in DATASETS]
+    loaders = [loader(d) for d in DATASETS]
     p = sub.add_parser("prepare", help="parse a dataset's own files into normalised JSONL manifests")
     p.add_argument("--dataset", choices=list(DATASETS), default="msrvtt")
     p.add_argument("--task", default="retrieval", help="a task of the dataset (see `meltr data check`)")

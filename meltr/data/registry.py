@@ -48,19 +48,34 @@ def task_family(dataset: str, task: str) -> str:
     return s.tasks[task]
 
 
+# Keywords a loader takes that are not the user's options: the caller sets them.
+SET_BY_CALLER = ("task", "stats")
+
+
+def keyword_options(fn) -> dict[str, inspect.Parameter]:
+    """The keyword-only parameters of a loader or synthetic writer that a user may set (the CLI's flags,
+    params.yaml's `options`)."""
+    return {n: p for n, p in inspect.signature(fn).parameters.items()
+            if p.kind == p.KEYWORD_ONLY and n not in SET_BY_CALLER}
+
+
+def loader(dataset: str):
+    """The load function of a dataset: loader(root, task=..., **options) -> {split: records}."""
+    s = spec(dataset)
+    return getattr(importlib.import_module(f"meltr.data.{s.module}"), s.loader)
+
+
 def load(dataset: str, task: str, root: str | os.PathLike, **options) -> dict[str, list[dict]]:
     """All splits of (dataset, task). `options` are the loader's keyword arguments (video_dir, variant, ...);
     unknown ones are an error naming the accepted ones, not silently dropped."""
     family = task_family(dataset, task)
-    s = spec(dataset)
-    loader = getattr(importlib.import_module(f"meltr.data.{s.module}"), s.loader)
-    accepted = [n for n, p in inspect.signature(loader).parameters.items()
-                if p.kind == p.KEYWORD_ONLY and n not in ("task", "stats")]
+    load_fn = loader(dataset)
+    accepted = list(keyword_options(load_fn))
     unknown = sorted(set(options) - set(accepted))
     if unknown:
         raise MeltrError(f"datasets.{dataset}: unknown option(s) {', '.join(unknown)}; expected any of "
                          f"{', '.join(accepted)}")
-    splits = loader(root, task=task, **{k: v for k, v in options.items() if v is not None})
+    splits = load_fn(root, task=task, **{k: v for k, v in options.items() if v is not None})
     for name, records in splits.items():
         check_records(records, family, f"{root} ({dataset} {task} {name})")
     return splits

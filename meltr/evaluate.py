@@ -76,6 +76,11 @@ class _Eval:
         v = video.to(self.dev)
         return v, torch.ones(v.shape[:2], dtype=torch.long, device=self.dev)
 
+    def _chunks(self, video: torch.Tensor):
+        """(first row, clips, mask) for CHUNK clips at a time, on the device."""
+        for i in range(0, len(video), CHUNK):
+            yield (i, *self._video(video[i:i + CHUNK]))
+
     def retrieval(self, records, video) -> dict:
         bad = [r["video_id"] for r in records if len(r["captions"]) != 1]
         if bad:
@@ -93,8 +98,7 @@ class _Eval:
         out = {"beam_size": beam_size}
         for name, beams in (("greedy", 1), ("beam", beam_size)):
             hyps = {}
-            for i in range(0, len(records), CHUNK):
-                v, vm = self._video(video[i:i + CHUNK])
+            for i, v, vm in self._chunks(video):
                 n = v.shape[0]
                 ids = self.model.generate(v, vm, empty.ids.expand(n, -1).to(self.dev),
                                           empty.mask.expand(n, -1).to(self.dev), self.tok.cls_token_id,
@@ -112,27 +116,19 @@ class _Eval:
         records, video = [records[i] for i in labelled], video[labelled]
         qa = option_texts(records, self.tok, self.max_words)
         preds = []
-        with torch.no_grad():
-            for i in range(0, len(records), CHUNK):
-                v, vm = self._video(video[i:i + CHUNK])
-                vh = self.model.encode_video(v, vm)
-                logits = self.model.option_logits(qa.ids[i:i + CHUNK].to(self.dev),
-                                                  qa.mask[i:i + CHUNK].to(self.dev), vh, vm)
-                preds += logits.argmax(1).tolist()
+        for i, v, vm in self._chunks(video):
+            logits = self.model.option_logits(qa.ids[i:i + CHUNK].to(self.dev), qa.mask[i:i + CHUNK].to(self.dev),
+                                              self.model.encode_video(v, vm), vm)
+            preds += logits.argmax(1).tolist()
         acc = qa_accuracy({r["id"]: p for r, p in zip(records, preds)}, {r["id"]: r["answer"] for r in records})
         return {"chance_accuracy": 100.0 / len(records[0]["options"]), **acc}
 
     def _pooled(self, records, video) -> torch.Tensor:
         q = tokenize(self.tok, [r["question"] for r in records], self.max_words,
                      pairs=[r.get("subtitles", "") for r in records])
-        out = []
-        with torch.no_grad():
-            for i in range(0, len(records), CHUNK):
-                v, vm = self._video(video[i:i + CHUNK])
-                vh = self.model.encode_video(v, vm)
-                out.append(self.model.question_pool(q.ids[i:i + CHUNK].to(self.dev),
-                                                    q.mask[i:i + CHUNK].to(self.dev), vh, vm))
-        return torch.cat(out)
+        return torch.cat([self.model.question_pool(q.ids[i:i + CHUNK].to(self.dev), q.mask[i:i + CHUNK].to(self.dev),
+                                                   self.model.encode_video(v, vm), vm)
+                          for i, v, vm in self._chunks(video)])
 
     def open_ended(self, records, video, answers: list[str], out_of_vocabulary: str) -> dict:
         labels = self.model.oe_head(self._pooled(records, video)).argmax(1).tolist()

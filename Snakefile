@@ -24,6 +24,7 @@ wildcard_constraints:
 include: "workflow/rules/data.smk"
 include: "workflow/rules/features.smk"
 include: "workflow/rules/train.smk"
+include: "workflow/rules/scaling.smk"
 include: "workflow/rules/report.smk"
 
 
@@ -33,3 +34,4 @@ rule all:
         "results/summary.csv",
         "results/metrics.json",
         "results/report/report.md",
+        "results/scaling/scaling.csv",

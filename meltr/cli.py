@@ -31,6 +31,10 @@ def _add_dataclass_flags(parser: argparse.ArgumentParser, cls, prefix: str = "",
             parser.add_argument(flag, type=_parse_bool, default=None, metavar="BOOL")
         elif kind in (int, float, str):
             parser.add_argument(flag, type=kind, default=None)
+        elif typing.get_origin(kind) is list:
+            parser.add_argument(flag, type=typing.get_args(kind)[0], nargs="+", default=None)
+        elif kind is dict:
+            continue  # nested sections have their own flags
         else:  # Optional[...]
             inner = [a for a in typing.get_args(kind) if a is not type(None)]
             parser.add_argument(flag, type=_optional(inner[0] if inner else str), default=None)
@@ -173,7 +177,8 @@ def cmd_evaluate(args) -> None:
 def cmd_report(args) -> None:
     from .report import build_report
 
-    build_report(args.runs, args.summary, args.report_dir, args.metrics)
+    build_report(args.runs, args.summary, args.report_dir, args.metrics, scaling=args.scaling,
+                 scaling_csv=args.scaling_csv, slopes_csv=args.slopes_csv, memory_budgets_gb=args.memory_budgets_gb)
 
 
 def cmd_bench_meltr_step(args) -> None:
@@ -196,6 +201,26 @@ def cmd_bench_meltr_step(args) -> None:
         write_json(args.json, result)
 
 
+def cmd_bench_scaling(args) -> None:
+    from .combiners.meltr import MeltrConfig
+    from .scaling import GRIDS, ScalingConfig, format_table, sweep
+
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    cfg = ScalingConfig(**{**GRIDS[args.grid], **_collect(args, ScalingConfig)},
+                        meltr=_collect(args, MeltrConfig, prefix="meltr_"))
+    from .parallel import is_distributed
+
+    result = sweep(cfg, out_json=args.json)
+    if not is_distributed() or __import__("torch").distributed.get_rank() == 0:
+        print(format_table(result))
+    failed = [f"{p['size']}/{p['method']}" for p in result["points"] if p.get("failed")]
+    if failed:
+        raise MeltrError(f"bench scaling: {len(failed)} points failed ({', '.join(failed)}); see the log")
+
+
 class _Lazy:
     """A config dataclass imported only when its subcommand runs: importing torch and transformers takes
     seconds, and `synth`, `prepare`, `data check` and `report` (most jobs of a run) need neither."""
@@ -216,6 +241,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     MeltrConfig = _Lazy(".combiners.meltr", "MeltrConfig", want("train", "bench"))
     FeatureConfig = _Lazy(".features.extract", "FeatureConfig", want("features"))
     TrainConfig = _Lazy(".train", "TrainConfig", want("train"))
+    ScalingConfig = _Lazy(".scaling", "ScalingConfig", want("bench"))
 
     parser = argparse.ArgumentParser(prog="meltr", description=__doc__.splitlines()[0])
     parser.add_argument("-v", "--verbose", action="store_true")
@@ -280,6 +306,11 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     p.add_argument("--summary", required=True)
     p.add_argument("--report-dir", required=True)
     p.add_argument("--metrics", required=True, help="nested metrics JSON for dvc metrics")
+    p.add_argument("--scaling", nargs="*", default=None, help="`meltr bench scaling` JSON files: adds the scaling section")
+    p.add_argument("--scaling-csv", default=None, help="every scaling point, one row each (DVC plots)")
+    p.add_argument("--slopes-csv", default=None, help="fitted scaling slopes per device, method and k")
+    p.add_argument("--memory-budgets-gb", type=float, nargs="+", default=[24, 80, 141],
+                   help="memory budgets for the largest-size-that-fits table")
     p.set_defaults(func=cmd_report)
 
     bench = sub.add_parser("bench", help="throughput benchmarks").add_subparsers(dest="bench", required=True)
@@ -296,6 +327,16 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
                    help="the retrieval losses: UniVL's five or MELTR-UniVL's eight (default)")
     MeltrConfig.flags(p, prefix="meltr_", skip=("seed", "k", "estimator"))
     p.set_defaults(func=cmd_bench_meltr_step)
+
+    p = bench.add_parser("scaling", help="sizes x methods x k x batch size x adapters: throughput, memory, "
+                                         "FLOPs, MFU; out-of-memory points recorded (torchrun: N processes)")
+    p.add_argument("--json", default=None, help="write the points here (rewritten after every size)")
+    p.add_argument("--grid", choices=["cpu", "gpu"], default="cpu",
+                   help="named defaults: cpu (4 small sizes, the default run) or gpu (100M to 7B, ~8 min on an H100)")
+    p.add_argument("--threads", type=int, default=None)
+    ScalingConfig.flags(p)
+    MeltrConfig.flags(p, prefix="meltr_", skip=("seed", "k", "estimator", "meta_batches"))
+    p.set_defaults(func=cmd_bench_scaling)
     return parser
 
 

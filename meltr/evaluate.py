@@ -34,7 +34,8 @@ def load_checkpoint(path: str, device: torch.device):
         raise MeltrError(f"{path}: expected a meltr checkpoint ({exc})") from None
     words = text_length(cfg, ckpt.get("family", "retrieval"))
     model = build_model(cfg["model"], ckpt["feature_dim"], ckpt["vocab_size"], words, ckpt["frames"],
-                        cfg["seed"], num_answers=max(1, len(ckpt.get("answers", []))))
+                        cfg["seed"], num_answers=max(1, len(ckpt.get("answers", []))),
+                        adapters=cfg.get("adapters", "none"), lora_rank=cfg.get("lora_rank", 8))
     model.load_state_dict(ckpt["model"])
     return model.to(device).eval(), ckpt
 

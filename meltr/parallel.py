@@ -34,6 +34,36 @@ def wrap_ddp(model: nn.Module, device: torch.device) -> nn.Module:
     return nn.parallel.DistributedDataParallel(model, device_ids=ids, find_unused_parameters=True)
 
 
+def wrap(model: nn.Module, device: torch.device, mode: str = "ddp") -> nn.Module:
+    """Data parallelism for a torchrun launch (identity in one process): "ddp" replicates the model;
+    "fsdp" shards it with FSDP2, one unit per transformer layer, for models that do not fit one device.
+    Under FSDP2 MELTR's meta step must be `finite_difference` on replayed batches (the combiner checks):
+    it perturbs the local shards in place and only needs first-order passes through the module."""
+    if not is_distributed():
+        return model
+    if mode == "ddp":
+        return wrap_ddp(model, device)
+    if mode != "fsdp":
+        raise ValueError(f"parallel mode {mode!r}: expected ddp or fsdp")
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.fsdp import fully_shard
+
+    mesh = init_device_mesh(device.type, (dist.get_world_size(),))
+    for module in model.modules():
+        if type(module).__name__ == "BertLayer":
+            fully_shard(module, mesh=mesh)
+    # The root reshards after forward too: the finite-difference meta step's no-grad forwards then
+    # gather the perturbed shards afresh (see meta.hypergradient(inplace=True)).
+    fully_shard(model, mesh=mesh, reshard_after_forward=True)
+    return model
+
+
+def is_fsdp(model: nn.Module) -> bool:
+    from torch.distributed.fsdp import FSDPModule
+
+    return isinstance(model, FSDPModule)
+
+
 def unwrap(model: nn.Module) -> nn.Module:
     return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
 

@@ -507,8 +507,11 @@ def _report_markdown(df: pd.DataFrame, ratios: pd.DataFrame, has_weights: bool) 
 
 
 def build_report(run_dirs: Iterable[str | os.PathLike], summary_csv: str | os.PathLike,
-                 report_dir: str | os.PathLike, metrics_json: str | os.PathLike) -> None:
-    """Write summary_csv, metrics_json (nested for DVC), and report.md + PNG plots in report_dir.
+                 report_dir: str | os.PathLike, metrics_json: str | os.PathLike,
+                 scaling: list[str | os.PathLike] | None = None, scaling_csv: str | os.PathLike | None = None,
+                 slopes_csv: str | os.PathLike | None = None, memory_budgets_gb: list[float] = (24, 80, 141)) -> None:
+    """Write summary_csv, metrics_json (nested for DVC), and report.md + PNG plots in report_dir; with
+    `scaling` (`meltr bench scaling` JSON files) also the scaling section, its CSVs and plots.
 
     Every file is written atomically. Everything is read and checked before the first file is written,
     so bad input leaves the previous outputs untouched.
@@ -519,6 +522,13 @@ def build_report(run_dirs: Iterable[str | os.PathLike], summary_csv: str | os.Pa
     weight_panels = load_meltr_weights(df[df["method"] == "meltr"])
     report_md = _report_markdown(df, ratios, has_weights=bool(weight_panels))
     report_dir = Path(report_dir)
+    scaling_points = None
+    if scaling:
+        from .scaling_report import load_points
+
+        if not (scaling_csv and slopes_csv):
+            raise MeltrError("report: --scaling needs --scaling-csv and --slopes-csv")
+        scaling_points = load_points(scaling)
 
     _write_csv(summary_csv, df)
     write_json(metrics_json, _dvc_metrics(df))
@@ -528,4 +538,9 @@ def build_report(run_dirs: Iterable[str | os.PathLike], summary_csv: str | os.Pa
         plot_meltr_weights(weight_panels, weights_png)
     else:
         weights_png.unlink(missing_ok=True)  # a plot left from an earlier report would contradict report.md
+    if scaling_points is not None:
+        from .scaling_report import build_scaling
+
+        report_md += "\n" + build_scaling(scaling_points, report_dir, scaling_csv, slopes_csv,
+                                          list(memory_budgets_gb)) + "\n"
     write_text(report_dir / "report.md", report_md)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import resource
 import time
 from dataclasses import asdict, dataclass, field
@@ -24,10 +25,11 @@ from .errors import MeltrError
 from .features.store import FeatureStore
 from .data.records import read_records
 from .io import atomic_path, write_json, write_jsonl
+from .models.adapters import ADAPTERS, apply_adapters, trainable_count
 from .models.presets import get_preset
 from .models.tokenizer import load_tokenizer
 from .models.univl import LOSS_SETS, PRIMARY, VideoLanguageModel, count_parameters, task_losses
-from .parallel import unwrap
+from .parallel import init_from_env, unwrap, wrap
 from .rng import seeded
 
 logger = logging.getLogger(__name__)
@@ -49,6 +51,8 @@ class TrainConfig:
     qa_max_words: int = 48          # QA texts: option/question (+ subtitles, cut first)
     mask_prob: float = 0.15
     loss_set: str = "univl8"        # retrieval/captioning: univl5 (UniVL's five) | univl8 (MELTR-UniVL's eight)
+    adapters: str = "none"          # none (full fine-tuning) | lora (peft LoRA; MELTR's meta step over the adapters)
+    lora_rank: int = 8
     timing_warmup: int = 10         # steps excluded from throughput figures
     nan_patience: int = 5           # consecutive non-finite losses before training stops
     checkpoint_every: int = 50      # steps between resumable checkpoints (0: none)
@@ -73,6 +77,8 @@ class TrainConfig:
             raise MeltrError(f"train.loss_set {self.loss_set!r}: expected one of {', '.join(LOSS_SETS)}")
         if self.batch_size < 2:
             raise MeltrError("train.batch_size: expected >= 2 (contrastive losses need negatives)")
+        if self.adapters not in ADAPTERS:
+            raise MeltrError(f"train.adapters {self.adapters!r}: expected one of {', '.join(ADAPTERS)}")
 
 
 def resolve_device(name: str) -> torch.device:
@@ -86,6 +92,36 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+class _SyncClock:
+    """Wall-clock timestamps, the device synchronised before each read (the trainer's default)."""
+
+    def __init__(self, device: torch.device):
+        self.device = device
+
+    def mark(self):
+        _sync(self.device)
+        return time.perf_counter() * 1e3
+
+    @staticmethod
+    def ms(a, b) -> float:
+        return b - a
+
+
+class _EventClock:
+    """CUDA events recorded on the stream: no synchronisation inside the step, so the GPU keeps its queue
+    full; read only after the caller has synchronised (StepResult.resolve)."""
+
+    @staticmethod
+    def mark():
+        event = torch.cuda.Event(enable_timing=True)
+        event.record()
+        return event
+
+    @staticmethod
+    def ms(a, b) -> float:
+        return a.elapsed_time(b)
+
+
 @dataclass
 class StepResult:
     losses: torch.Tensor           # the loss vector, detached
@@ -93,14 +129,27 @@ class StepResult:
     meta: dict | None              # the combiner's meta-step stats when it ran one
     step_ms: float | None          # None when the loss was not finite and the step was skipped
     meta_ms: float | None
+    marks: tuple | None = None     # CUDA events still to be read (run_step(events=True))
+    clock: object = None
+
+    def resolve(self) -> "StepResult":
+        """Turn recorded CUDA events into step_ms/meta_ms (the device must have been synchronised)."""
+        if self.marks is not None:
+            t0, t1, t2, t3, t4 = self.marks
+            ms = self.clock.ms
+            self.step_ms = ms(t0, t4)
+            self.meta_ms = ms(t1, t2) + ms(t3, t4) if self.meta is not None else None
+            self.marks = None
+        return self
 
 
 def run_step(model, combiner, opt, params, batch: dict, step: int, seed: int, device: torch.device,
-             grad_clip: float | None = None) -> StepResult:
+             grad_clip: float | None = None, events: bool = False) -> StepResult:
     """One training step of any method, timed: forward (under `seed`, so it can be replayed), the
-    combiner, backward, the combiner's pre-update hook, the optimiser step, the combiner's meta step."""
-    _sync(device)
-    t0 = time.perf_counter()
+    combiner, backward, the combiner's pre-update hook, the optimiser step, the combiner's meta step.
+    `events` (CUDA only): time with CUDA events and no synchronisation; call .resolve() after a sync."""
+    clock = _EventClock() if events and device.type == "cuda" else _SyncClock(device)
+    t0 = clock.mark()
     with seeded(seed):
         losses = model(batch, combiner.loss_names)
     vec = torch.stack([losses[n] for n in combiner.loss_names])
@@ -113,21 +162,17 @@ def run_step(model, combiner, opt, params, batch: dict, step: int, seed: int, de
     total.backward(inputs=params, retain_graph=combiner.keeps_graph(step))
     if grad_clip:
         torch.nn.utils.clip_grad_norm_(params, grad_clip)
-    _sync(device)
-    t1 = time.perf_counter()
+    t1 = clock.mark()
     model = unwrap(model)  # the meta step differentiates the plain module (autograd.grad bypasses DDP)
     pre = combiner.pre_update(step, batch, model, vec, seed)
-    _sync(device)
-    t2 = time.perf_counter()
+    t2 = clock.mark()
     opt.step()
-    _sync(device)
-    t3 = time.perf_counter()
+    t3 = clock.mark()
     post = combiner.meta_step(step, batch, model)
-    _sync(device)
-    t4 = time.perf_counter()
+    t4 = clock.mark()
     meta = pre or post
-    meta_ms = ((t2 - t1) + (t4 - t3)) * 1e3 if meta is not None else None
-    return StepResult(vec.detach(), total.detach(), meta, (t4 - t0) * 1e3, meta_ms)
+    result = StepResult(vec.detach(), total.detach(), meta, None, None, (t0, t1, t2, t3, t4), clock)
+    return result if isinstance(clock, _EventClock) else result.resolve()
 
 
 def text_length(cfg: dict, family: str) -> int:
@@ -136,10 +181,11 @@ def text_length(cfg: dict, family: str) -> int:
 
 
 def build_model(preset_name: str, feature_dim: int, vocab_size: int, max_words: int, max_frames: int,
-                seed: int, num_answers: int = 1) -> VideoLanguageModel:
+                seed: int, num_answers: int = 1, adapters: str = "none", lora_rank: int = 8) -> VideoLanguageModel:
     torch.manual_seed(seed)
-    return VideoLanguageModel(get_preset(preset_name), feature_dim, vocab_size, max_words, max(32, max_frames),
-                              num_answers=num_answers)
+    model = VideoLanguageModel(get_preset(preset_name), feature_dim, vocab_size, max_words, max(32, max_frames),
+                               num_answers=num_answers)
+    return apply_adapters(model, adapters, rank=lora_rank, alpha=2 * lora_rank)
 
 
 def _to(batch: dict, device: torch.device) -> dict:
@@ -152,7 +198,12 @@ def train(train_manifest: str, features_dir: str, out_dir: str, cfg: TrainConfig
     out = Path(out_dir)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
+    # torchrun: one process per device, DDP; each rank draws its own batches, rank 0 writes the outputs.
+    rank, world = init_from_env()
     device = resolve_device(cfg.device)
+    if device.type == "cuda" and world > 1:
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+        torch.cuda.set_device(device)
     family = task_family(cfg.dataset, cfg.task)
     records = read_records(train_manifest, family)  # the manifest first: its errors say more than the store's
     store = FeatureStore(features_dir)
@@ -166,8 +217,8 @@ def train(train_manifest: str, features_dir: str, out_dir: str, cfg: TrainConfig
     batcher = Batcher(tokenizer, cfg.mask_prob)
 
     model = build_model(cfg.model, store.dim, tokenizer.vocab_size, words, store.frames, cfg.seed,
-                        num_answers=max(1, len(answers)))
-    model.to(device).train()
+                        num_answers=max(1, len(answers)), adapters=cfg.adapters, lora_rank=cfg.lora_rank)
+    model = wrap(model.to(device).train(), device, "ddp")
     combiner = build_combiner(cfg.method, list(task_losses(family, cfg.loss_set)), PRIMARY[family],
                               {"seed": cfg.seed, **cfg.meltr})
     combiner.to(device)
@@ -179,18 +230,19 @@ def train(train_manifest: str, features_dir: str, out_dir: str, cfg: TrainConfig
     period = getattr(getattr(combiner, "cfg", None), "k", 1)
 
     def make_batch(step: int) -> dict:
-        gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)
-        return _to(sampler.batch(step, video_rows, batcher, gen), device)
+        index = step * world + rank  # one process: the step itself
+        gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + index)
+        return _to(sampler.batch(index, video_rows, batcher, gen), device)
 
     state = {"step": 0, "log": [], "step_ms": [], "meta_ms": [], "bad": 0, "resumed_from": []}
     ckpt_path = out / "checkpoint.pt"
-    resumed = _load_checkpoint(ckpt_path, cfg, model, opt, sched, combiner, device)
+    resumed = _load_checkpoint(ckpt_path, cfg, unwrap(model), opt, sched, combiner, device)
     if resumed:
         state = resumed
         state["resumed_from"].append(state["step"])
     log, step_ms, meta_ms = state["log"], state["step_ms"], state["meta_ms"]
     bar = tqdm(range(state["step"] + 1, cfg.steps + 1), desc=f"train {cfg.method}/{cfg.model}", unit="step",
-               initial=state["step"], total=cfg.steps, disable=not progress)
+               initial=state["step"], total=cfg.steps, disable=not progress or rank != 0)
     for step in bar:
         batch = make_batch(step - 1)
         if step == cfg.timing_warmup + 1 and device.type == "cuda":
@@ -219,12 +271,16 @@ def train(train_manifest: str, features_dir: str, out_dir: str, cfg: TrainConfig
         log.append(entry)
         if step % 10 == 0:
             bar.set_postfix(loss=f"{float(r.total):.3f}")
-        if cfg.checkpoint_every and step % cfg.checkpoint_every == 0 and step < cfg.steps:
-            _save_checkpoint(ckpt_path, cfg, model, opt, sched, combiner, state)
+        if cfg.checkpoint_every and step % cfg.checkpoint_every == 0 and step < cfg.steps and rank == 0:
+            _save_checkpoint(ckpt_path, cfg, unwrap(model), opt, sched, combiner, state)
 
-    throughput = _throughput(cfg, step_ms, meta_ms, period, device)
+    throughput = _throughput(cfg, step_ms, meta_ms, period, device, world)
+    model = unwrap(model)
+    if rank != 0:  # rank 0 holds the same weights (DDP) and writes them
+        return throughput
     throughput.update(skipped_records=len(dropped), skipped_videos=sorted({r["video"] for r in dropped}))
     throughput.update(family=family, params=count_parameters(model), params_m=count_parameters(model) / 1e6,
+                      trainable_params=trainable_count(model), adapters=cfg.adapters,
                       combiner_params=count_parameters(combiner))
     out.mkdir(parents=True, exist_ok=True)
     ckpt = {"model": model.state_dict(), "combiner": combiner.state_dict(), "config": asdict(cfg),
@@ -276,7 +332,7 @@ def _load_checkpoint(path, cfg, model, opt, sched, combiner, device) -> dict | N
 
 
 def _throughput(cfg: TrainConfig, step_ms: list[float], meta_ms: list[float], period: int,
-                device: torch.device) -> dict:
+                device: torch.device, world: int = 1) -> dict:
     times = np.array(step_ms[cfg.timing_warmup:] if len(step_ms) > cfg.timing_warmup else step_ms)
     n = max(period, (len(times) // period) * period)
     window = times[-n:] if len(times) >= n else times
@@ -288,7 +344,8 @@ def _throughput(cfg: TrainConfig, step_ms: list[float], meta_ms: list[float], pe
     return {
         "method": cfg.method, "model": cfg.model, "dataset": cfg.dataset, "task": cfg.task,
         "step_ms": float(med), "step_ms_iqr": float(q3 - q1),
-        "samples_per_s": float(cfg.batch_size * len(window) / (window.sum() / 1e3)) if len(window) else math.nan,
+        "samples_per_s": float(cfg.batch_size * world * len(window) / (window.sum() / 1e3)) if len(window) else math.nan,
+        "world_size": world,
         "meta_step_ms": float(np.median(meta_ms)) if meta_ms else None,
         "peak_mem_mb": float(peak), "device": device_name(device), "batch_size": cfg.batch_size,
         "steps_timed": int(len(window)), "estimator": cfg.meltr.get("estimator", "double_backward")

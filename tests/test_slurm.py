@@ -83,8 +83,8 @@ def test_profile_runs_the_workflow_on_a_real_slurm_cluster(tmp_path):
             cmd = ["snakemake", "--profile", PROFILE,
                    "--default-resources", f"slurm_partition={c.partition}", f"slurm_account={c.account}",
                    "runtime=10", "mem_mb=500", "cpus_per_task=threads",
-                   "--set-resources", "train:gpu=0", "evaluate:gpu=0",
-                   "--set-threads", "train=2", "features=2",
+                   "--set-resources", "train:gpu=0", "evaluate:gpu=0", "scaling:gpu=0",
+                   "--set-threads", "train=2", "features=2", "scaling=2",
                    # Poll sacct every second while nothing runs (the plugin adds 10 s per poll while jobs run).
                    "--slurm-init-seconds-before-status-checks", "1",
                    "--slurm-keep-successful-logs", "--latency-wait", "10"]
@@ -121,7 +121,7 @@ def test_profile_runs_the_workflow_on_a_real_slurm_cluster(tmp_path):
     # (a) Every job of the workflow ran as a SLURM job of this run, and completed.
     jobs = [line.split("|") for line in accounting.splitlines() if line.strip()]
     expected = sorted(["rule_synth_wildcards_msrvtt", "rule_prepare_wildcards_msrvtt_retrieval",
-                       "rule_features_wildcards_msrvtt", "rule_report"]
+                       "rule_features_wildcards_msrvtt", "rule_scaling", "rule_report"]
                       + [f"rule_{rule}_wildcards_msrvtt_retrieval_{m}_tiny" for rule in ("train", "evaluate")
                          for m in METHODS])
     assert sorted(j[3] for j in jobs) == expected, accounting
@@ -179,8 +179,8 @@ def _options(argv: list[str]) -> dict:
     return options
 
 
-def test_profile_requests_gpus_for_train_and_evaluate_only(tmp_path):
-    """With a fake sbatch first on PATH: the sbatch lines of a train, an evaluate and a synth job."""
+def test_profile_requests_gpus_for_train_evaluate_and_scaling_only(tmp_path):
+    """With a fake sbatch first on PATH: the sbatch lines of a train, an evaluate, a scaling and a synth job."""
     params = tiny_params(all_families=True)  # msrvtt and tgifqa: tgifqa's synth is the CPU job
     params["datasets"]["msrvtt"]["tasks"] = ["retrieval"]
     (tmp_path / "project").mkdir()
@@ -210,22 +210,23 @@ def test_profile_requests_gpus_for_train_and_evaluate_only(tmp_path):
     env = _env()
     env["PATH"] = f"{bin_dir}{os.pathsep}{env['PATH']}"
 
-    targets = ["results/runs/msrvtt/retrieval/finetune/tiny/model.pt", f"{run}/metrics.json", "data/synth/tgifqa"]
+    targets = ["results/runs/msrvtt/retrieval/finetune/tiny/model.pt", f"{run}/metrics.json", "data/synth/tgifqa",
+               "results/scaling/local.json"]
     dry = _run(["snakemake", "--profile", PROFILE, "-n", *targets], project, env, timeout=120).stdout
-    assert sorted(re.findall(r"^rule (\w+):", dry, re.M)) == ["evaluate", "synth", "train"], dry
+    assert sorted(re.findall(r"^rule (\w+):", dry, re.M)) == ["evaluate", "scaling", "synth", "train"], dry
     proc = _run(["snakemake", "--profile", PROFILE, "--retries", "0", "--slurm-init-seconds-before-status-checks", "1",
                  *targets], project, env, timeout=180, check=False)
     assert proc.returncode != 0  # the fake sacct fails every job
     submitted = [json.loads(line)["argv"] for line in calls.read_text().splitlines()]
     by_comment = {_options(argv)["--comment"]: _options(argv) for argv in submitted}
-    assert sorted(by_comment) == ["rule_evaluate_wildcards_msrvtt_retrieval_multitask_tiny",
+    assert sorted(by_comment) == ["rule_evaluate_wildcards_msrvtt_retrieval_multitask_tiny", "rule_scaling",
                                   "rule_synth_wildcards_tgifqa",
                                   "rule_train_wildcards_msrvtt_retrieval_finetune_tiny"], proc.stderr[-4000:]
 
     profile = yaml.safe_load((ROOT / PROFILE / "config.yaml").read_text())
     default, threads = profile["default-resources"], profile["set-threads"]
     assert profile["executor"] == "slurm"
-    for rule in ("train", "evaluate"):
+    for rule in ("train", "evaluate", "scaling"):
         res = profile["set-resources"][rule]
         line = by_comment[next(k for k in by_comment if k.startswith(f"rule_{rule}_"))]
         assert res["gpu"] >= 1 and line["--gpus"] == str(res["gpu"]), line

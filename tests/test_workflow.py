@@ -21,6 +21,8 @@ def tiny_params(all_families: bool = False) -> dict:
     params["synth"]["tgifqa"].update(n_train=12, n_test=6, size=32)
     params["train"].update(steps=9, batch_size=4, timing_warmup=3)
     params["features"].update(batch_size=8)
+    params["scaling"].update(sizes=["micro", "tiny"], methods=["finetune", "meltr/finite_difference@current"],
+                             ks=[2], batch_sizes=[2], rounds=1, warmup=2)
     if all_families:
         params["grid"]["datasets"] = ["msrvtt", "tgifqa"]
         params["datasets"]["tgifqa"]["tasks"] = ["action", "frameqa", "count"]
@@ -35,6 +37,9 @@ def make_project(dest: Path, params: dict) -> Path:
         shutil.copy(ROOT / name, dest / name)
     shutil.copytree(ROOT / "workflow", dest / "workflow")
     shutil.copytree(ROOT / "meltr", dest / "meltr", ignore=shutil.ignore_patterns("__pycache__"))
+    for sweep in params["scaling"].get("results", []):  # the committed GPU sweeps the report includes
+        (dest / sweep).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(ROOT / sweep, dest / sweep)
     (dest / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     return dest
 
@@ -82,6 +87,23 @@ def test_workflow_writes_summary_report_and_metrics(finished):
     for stage in ("synth", "prepare", "features", "report"):
         assert list((finished / "logs").glob(f"{stage}*")), stage
     assert (finished / "benchmarks/train/msrvtt.retrieval.meltr.tiny.tsv").exists()
+
+
+def test_workflow_sweeps_sizes_and_reports_them_beside_the_committed_gpu_sweeps(finished):
+    local = json.loads((finished / "results/scaling/local.json").read_text())
+    assert {(p["size"], p["method"]) for p in local["points"]} == {
+        (s, m) for s in ("micro", "tiny") for m in ("finetune", "meltr/finite_difference@current")}
+    rows = list(csv.DictReader((finished / "results/scaling/scaling.csv").open()))
+    devices = {r["device"] for r in rows}
+    assert local["device"] in devices and "NVIDIA H100 80GB HBM3" in devices
+    report = (finished / "results/report/report.md").read_text()
+    assert "## Scaling: MELTR's cost as the model grows" in report and "### Fitted slopes" in report
+    assert "NVIDIA H100 80GB HBM3" in report and "scaling_ratio_multitask.png" in report
+    slopes = list(csv.DictReader((finished / "results/scaling/slopes.csv").open()))
+    local_meltr = [r for r in slopes if r["device"] == local["device"] and r["method"].startswith("meltr")]
+    assert local_meltr and local_meltr[0]["sizes"] == "2" and local_meltr[0]["ratio_vs_finetune_per_decade"]
+    for name in ("throughput", "memory", "ratio_multitask", "ratio_finetune"):
+        assert (finished / f"results/report/scaling_{name}.png").read_bytes()[:4] == b"\x89PNG"
 
 
 def test_nothing_to_do_after_a_run_and_code_edits_rerun_their_jobs(finished):

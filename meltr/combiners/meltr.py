@@ -27,7 +27,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from ..meta.hypergradient import ESTIMATORS, NEEDS_MATH_SDPA, grads_or_zeros, hypergradient
 from ..meta.meltr_net import NET_PRESETS, MetaLossTransformer
-from ..parallel import all_reduce_mean
+from ..parallel import all_reduce_mean, is_fsdp
 from ..rng import seeded
 from .base import LossCombiner
 
@@ -118,6 +118,8 @@ class MeltrCombiner(LossCombiner):
         batch_t, batch_v = self.rng.choice(self.buffer), self.rng.choice(self.buffer)
         # Every forward of one meta step sees the same dropout masks, so the estimators agree.
         seed_t, seed_v = self.rng.randrange(2**31), self.rng.randrange(2**31)
+        if is_fsdp(model):
+            return self._meta_step_sharded(model, batch_t, batch_v, seed_t, seed_v)
         names, params = _trainable(model)
         task_losses = self._task_losses(model, names, batch_t, seed_t)
 
@@ -134,6 +136,28 @@ class MeltrCombiner(LossCombiner):
                 with torch.no_grad():
                     vec = task_losses(params)
                 grads = self._add_direct(grads, vec)
+        return self._update_net(grads)
+
+    def _meta_step_sharded(self, model, batch_t, batch_v, seed_t, seed_v) -> dict:
+        """FSDP2: the parameters are DTensor shards that the module gathers in its forward hooks, so the
+        losses come from calling the module itself (not functional_call) while finite_difference perturbs
+        the local shards in place; only first-order passes, as FSDP2 supports."""
+        if self.cfg.estimator != "finite_difference" or self.cfg.gamma:
+            raise ValueError("MELTR under FSDP2: expected estimator finite_difference with meta_batches replay "
+                             f"and gamma 0, got {self.cfg.estimator!r} (gamma {self.cfg.gamma})")
+        params = [p for p in model.parameters() if p.requires_grad]
+
+        def task_losses(_):
+            with seeded(seed_t):
+                out = model(batch_t, self.loss_names)
+            return torch.stack([out[n] for n in self.loss_names])
+
+        def val_loss(_):
+            with seeded(seed_v):
+                return model(batch_v, (self.primary,))[self.primary]
+
+        grads = hypergradient(self.net, task_losses, val_loss, params, "finite_difference", inplace=True,
+                              **self._options())
         return self._update_net(grads)
 
     # ------------------------------------------------------------------ ours: the step's own batch

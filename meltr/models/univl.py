@@ -105,7 +105,8 @@ class VideoLanguageModel(nn.Module):
         self.lm_transform = nn.Sequential(nn.Linear(h, h), nn.GELU(), nn.LayerNorm(h))
         self.lm_bias = nn.Parameter(torch.zeros(vocab_size))
         self.align_head = nn.Linear(h, 1)
-        self.logit_scale = nn.Parameter(torch.tensor(math.log(20.0)))  # CLIP-style learned temperature
+        # CLIP-style learned temperature; shape (1,), not a scalar, which FSDP2 cannot shard
+        self.logit_scale = nn.Parameter(torch.tensor([math.log(20.0)]))
         self.mfm_head = nn.Linear(h, feature_dim)
         self.mc_head = nn.Linear(h, 1)
         self.oe_head = nn.Linear(h, num_answers)

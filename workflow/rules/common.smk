@@ -28,9 +28,12 @@ def code(*parts):
 
 
 def flags(section, prefix=""):
-    """A params.yaml section as explicit CLI flags: {batch_size: 16} -> --batch-size 16."""
+    """A params.yaml section as explicit CLI flags: {batch_size: 16} -> --batch-size 16, {ks: [3, 10]} -> --ks 3 10."""
+    def values(value):
+        return " ".join(shlex.quote(str(v)) for v in value) if isinstance(value, list) else shlex.quote(str(value))
+
     return " ".join(
-        f"--{prefix}{key.replace('_', '-')} {shlex.quote(str(value))}"
+        f"--{prefix}{key.replace('_', '-')} {values(value)}"
         for key, value in sorted(section.items())
         if value is not None
     )

@@ -228,7 +228,7 @@ def test_profile_requests_gpus_for_train_evaluate_and_scaling_only(tmp_path):
     assert profile["executor"] == "slurm"
     for rule in ("train", "evaluate", "scaling"):
         res = profile["set-resources"][rule]
-        line = by_comment[next(k for k in by_comment if k.startswith(f"rule_{rule}_"))]
+        line = by_comment[next(k for k in by_comment if k == f"rule_{rule}" or k.startswith(f"rule_{rule}_"))]
         assert res["gpu"] >= 1 and line["--gpus"] == str(res["gpu"]), line
         assert "gpu" in res["slurm_partition"] and line["-p"] == res["slurm_partition"], line
         assert line["-t"] == str(res["runtime"]) and line["--mem"] == str(res["mem_mb"]), line

@@ -218,6 +218,7 @@ def train(train_manifest: str, features_dir: str, out_dir: str, cfg: TrainConfig
 
     model = build_model(cfg.model, store.dim, tokenizer.vocab_size, words, store.frames, cfg.seed,
                         num_answers=max(1, len(answers)), adapters=cfg.adapters, lora_rank=cfg.lora_rank)
+    model.set_feature_stats(torch.from_numpy(video_rows))
     model = wrap(model.to(device).train(), device, "ddp")
     combiner = build_combiner(cfg.method, list(task_losses(family, cfg.loss_set)), PRIMARY[family],
                               {"seed": cfg.seed, **cfg.meltr})

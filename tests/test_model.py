@@ -423,3 +423,22 @@ def test_generate_greedy_and_beam(model, batch, tok):
     for i in range(v.shape[0]):
         if len(greedy[i]) < 6 and len(beam[i]) < 6:  # both finished
             assert mean_logprob(i, beam[i]) >= mean_logprob(i, greedy[i]) - 1e-4
+
+
+def test_feature_stats_standardise_video_input_and_travel_with_the_weights():
+    torch.manual_seed(0)
+    model = VideoLanguageModel(tiny_preset(), D, 100, MAX_WORDS).eval()
+    # a large shared offset plus a small clip-dependent part, like random-init backbone features
+    video = 50.0 + 0.1 * torch.randn(B, T, D)
+    model.set_feature_stats(video)
+    mask = torch.ones(B, T, dtype=torch.long)
+    seen = []
+    hook = model.video_in.register_forward_hook(lambda _m, args, _out: seen.append(args[0]))
+    model.encode_video(video, mask)
+    hook.remove()
+    x = seen[0].reshape(-1, D)
+    assert torch.allclose(x.mean(0), torch.zeros(D), atol=1e-3)
+    assert torch.allclose(x.std(0, unbiased=False), torch.ones(D), atol=1e-3)
+    clone = VideoLanguageModel(tiny_preset(), D, 100, MAX_WORDS)
+    clone.load_state_dict(model.state_dict())  # the statistics are buffers: saved and loaded with the model
+    assert torch.equal(clone.feature_mean, model.feature_mean) and torch.equal(clone.feature_std, model.feature_std)

@@ -89,6 +89,11 @@ class VideoLanguageModel(nn.Module):
             self.text = BertModel(_bert_config(preset, preset.text_layers, vocab_size, max(max_words, 64)),
                                   add_pooling_layer=False)
         h = preset.hidden
+        # Per-dimension standardisation of the frame features, set from the training clips (`set_feature_stats`)
+        # and saved with the weights. Random-init backbone features are a large constant plus a small
+        # clip-dependent part; unscaled, the constant swamps video_in and the QA heads sit on a plateau.
+        self.register_buffer("feature_mean", torch.zeros(feature_dim))
+        self.register_buffer("feature_std", torch.ones(feature_dim))
         self.video_in = nn.Linear(feature_dim, h)
         self.video = BertModel(_bert_config(preset, preset.video_layers, 1, max_frames), add_pooling_layer=False)
         self.cross = BertModel(_bert_config(preset, preset.cross_layers, 1, max_words + max_frames),
@@ -116,8 +121,16 @@ class VideoLanguageModel(nn.Module):
     def encode_text(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         return self.text(input_ids=ids, attention_mask=mask).last_hidden_state
 
+    @torch.no_grad()
+    def set_feature_stats(self, video: torch.Tensor) -> None:
+        """Standardise frame features with the mean and std of `video` (clips, frames, dim): the training set."""
+        flat = video.reshape(-1, video.shape[-1]).to(self.feature_mean)
+        self.feature_mean.copy_(flat.mean(0))
+        self.feature_std.copy_(flat.std(0, unbiased=False).clamp(min=1e-6))
+
     def encode_video(self, video: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        return self.video(inputs_embeds=self.video_in(video), attention_mask=mask).last_hidden_state
+        x = (video - self.feature_mean) / self.feature_std
+        return self.video(inputs_embeds=self.video_in(x), attention_mask=mask).last_hidden_state
 
     def encode_cross(self, text_h, text_mask, video_h, video_mask) -> torch.Tensor:
         embeds = torch.cat([text_h, video_h], dim=1)

@@ -4,7 +4,8 @@ Backbones: `clip` (CLIPVisionModel, frame by frame, CLIP4Clip-style) and `videom
 the clip). Pretrained weights only from a local folder (`pretrained`); otherwise a size preset with
 random init, which is what the synthetic benchmark uses. Random-init features are random projections
 of the pixels: `pool: grid` keeps the [CLS] token plus the mean patch token of each image quadrant so that
-position (and so motion) stays linearly readable.
+position (and so motion) stays linearly readable. `frame_diff` appends each frame's change from the previous
+one: a direction of motion then survives averaging over frames, which is how the QA heads read a clip.
 """
 from __future__ import annotations
 
@@ -42,6 +43,7 @@ class FeatureConfig:
     image_size: int = 32
     patch_size: int = 8
     pool: str = "grid"
+    frame_diff: bool = False  # append each frame's pooled feature minus the previous frame's (zeros for the first)
     batch_size: int = 16  # videos per forward
     seed: int = 0
     on_bad_video: str = "error"  # error: stop at a corrupt or missing video | skip: leave it out, listed in the store
@@ -100,7 +102,10 @@ def embed_frames(model, frames: np.ndarray, cfg: FeatureConfig) -> np.ndarray:
     if cfg.backbone == "clip":
         hidden = model(pixel_values=x.reshape(v * t, *x.shape[2:])).last_hidden_state
         grid = cfg.image_size // model.config.patch_size
-        return _pool(hidden, cfg.pool, grid, has_cls=True).reshape(v, t, -1).numpy()
+        pooled = _pool(hidden, cfg.pool, grid, has_cls=True).reshape(v, t, -1)
+        if cfg.frame_diff:
+            pooled = torch.cat([pooled, torch.diff(pooled, dim=1, prepend=pooled[:, :1])], dim=-1)
+        return pooled.numpy()
     hidden = model(pixel_values=x).last_hidden_state  # (V, tokens, H): tubelets, no CLS
     return hidden.mean(1, keepdim=True).numpy()
 
@@ -139,6 +144,6 @@ def extract_features(records: list[dict], out_dir: str, cfg: FeatureConfig, prog
     feats = np.concatenate(chunks)
     meta = {"backbone": cfg.backbone, "preset": None if cfg.pretrained else cfg.preset,
             "pretrained": cfg.pretrained, "num_frames": cfg.num_frames, "image_size": cfg.image_size,
-            "pool": cfg.pool, "skipped": skipped}
+            "pool": cfg.pool, "frame_diff": cfg.frame_diff, "skipped": skipped}
     write_store(out_dir, kept, feats, meta)
     return {"videos": len(kept), "skipped": len(skipped), "shape": list(feats.shape)}

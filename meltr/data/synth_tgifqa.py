@@ -9,15 +9,17 @@ Every GIF shows one saturated shape over a plain grey background, and every ques
                 (type 0, a shape word), two questions per GIF.
   * Count:      the shape drifts across the frame and blinks (disappears for one frame) N times,
                 N in {0, 2, 3, ..., 10} like the real answers (no 1s); "How many times does the red ball blink ?".
+                Every count GIF has COUNT_FRAMES frames, so N is also the number of frames without the shape.
 
 Files written under `root` (same names and formats as the real release):
   {Train,Test}_{action,transition,frameqa,count}_question.csv  TAB-separated, header row, CRLF line endings
   gifs/<gif_name>.gif                                          gif_name = tumblr_<id>_{250,400,500}
 plus `synth_attributes.json` ({gif_name: ground truth}), which the real data has not, for tests and probes.
 
-Action, transition and frameqa GIFs have 4-8 frames (§10). Count GIFs need 2N+1 frames to show N blinks
-(up to 21 for N = 10): §10 asks for both 4-8 frames and answers up to 10, which cannot hold together, and
-the answer range is what the count metric (MSE, clipping) depends on.
+Action, transition and frameqa GIFs have 4-8 frames (§10). Count GIFs need at least 2N+1 frames to show N
+blinks (21 for N = 10): §10 asks for both 4-8 frames and answers up to 10, which cannot hold together, and
+the answer range is what the count metric (MSE, clipping) depends on. They all have COUNT_FRAMES = 24 frames,
+and a feature extractor must sample as many to see every blink (params.yaml gives tgifqa num_frames 24).
 """
 from __future__ import annotations
 
@@ -40,6 +42,9 @@ LINEAR = ("left", "right", "up", "down")
 ACTION_PHRASES = {"left": "move to the left", "right": "move to the right", "up": "move up", "down": "move down",
                   "grow": "grow bigger", "shrink": "shrink"}
 COUNT_ANSWERS = (0, 2, 3, 4, 5, 6, 7, 8, 9, 10)  # the real Count answers: zeros, no 1s
+# One length for every count GIF: room for 10 one-frame blinks between visible frames, and a length that
+# says nothing about the answer (with 2N+1 frames, the share of blank frames was about 1/2 for every N).
+COUNT_FRAMES = 24
 TASKS = ("action", "transition", "frameqa", "count")
 HEADERS = {  # exact column order of the real files (§3.2)
     "action": ("gif_name", "question", "a1", "a2", "a3", "a4", "a5", "answer", "vid_id", "key"),
@@ -170,17 +175,19 @@ def _make_frameqa(rng, size, colour, shape, max_q):
 
 def _make_count(rng, size, colour, shape, _max_q, *, count=None):
     count = int(rng.choice(COUNT_ANSWERS)) if count is None else count
-    # N blinks: visible, hidden, visible, ..., visible (2N+1 frames); no blink: 4-8 visible frames. The shape
-    # drifts along a straight line meanwhile, so that no two consecutive frames are the same.
-    n = 2 * count + 1 if count else int(rng.integers(4, 9))
+    # N blinks: the shape is hidden in N of the odd frames (never two in a row, never the first or last), so
+    # each hidden frame is one blink. It drifts along a straight line meanwhile, so that no two consecutive
+    # frames are the same.
+    n = COUNT_FRAMES
+    hidden = {int(k) for k in rng.choice(np.arange(1, n - 1, 2), size=count, replace=False)}
     drift = LINEAR[int(rng.integers(len(LINEAR)))]
     bg = _background(rng)
     p = layout(rng, (0, 0, size, size), drift)
     c = _colour_index(colour)
-    frames = np.stack([_frame(size, [(shape, drift, k / (n - 1), p, c)] if k % 2 == 0 or not count else [])
+    frames = np.stack([_frame(size, [] if k in hidden else [(shape, drift, k / (n - 1), p, c)])
                        for k in range(n)])
     q = {"question": f"How many times does the {colour} {_noun(rng, shape)} blink ?", "answer": count}
-    return frames, bg, {"count": count, "drift": drift}, [q]
+    return frames, bg, {"count": count, "drift": drift, "hidden_frames": sorted(hidden)}, [q]
 
 
 _MAKERS = {"action": _make_action, "transition": _make_transition, "frameqa": _make_frameqa, "count": _make_count}

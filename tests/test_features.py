@@ -1,7 +1,8 @@
-"""Frame features: the pooled token layout and the frame-difference channels."""
+"""Frame features: the frame-difference channels and frames stacked into one token."""
 import numpy as np
 import pytest
 
+from meltr.errors import MeltrError
 from meltr.features.extract import FeatureConfig, build_backbone, embed_frames
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -21,3 +22,19 @@ def test_frame_diff_appends_the_change_from_the_previous_frame():
     np.testing.assert_allclose(both[:, 0, d:], 0.0)
     np.testing.assert_allclose(both[:, 1, d:], plain[:, 1] - plain[:, 0], rtol=1e-4, atol=1e-4)
     np.testing.assert_allclose(both[:, 2, d:], 0.0, atol=1e-5)
+
+
+def test_frames_per_token_concatenates_consecutive_frames():
+    rng = np.random.default_rng(1)
+    frames = rng.integers(0, 256, size=(2, 6, 32, 32, 3), dtype=np.uint8)
+    one, three = FeatureConfig(num_frames=6), FeatureConfig(num_frames=6, frames_per_token=3)
+    model = build_backbone(one).eval()
+    per_frame = embed_frames(model, frames, one)
+    stacked = embed_frames(model, frames, three)
+    assert stacked.shape == (2, 2, 3 * per_frame.shape[-1])
+    np.testing.assert_allclose(stacked, per_frame.reshape(2, 2, -1), rtol=1e-5, atol=1e-5)
+
+
+def test_frames_per_token_must_divide_num_frames():
+    with pytest.raises(MeltrError, match="frames_per_token"):
+        FeatureConfig(num_frames=8, frames_per_token=3)

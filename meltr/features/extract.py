@@ -6,6 +6,8 @@ random init, which is what the synthetic benchmark uses. Random-init features ar
 of the pixels: `pool: grid` keeps the [CLS] token plus the mean patch token of each image quadrant so that
 position (and so motion) stays linearly readable. `frame_diff` appends each frame's change from the previous
 one: a direction of motion then survives averaging over frames, which is how the QA heads read a clip.
+`frames_per_token` > 1 concatenates that many consecutive sampled frames into one stored row: a clip can be
+sampled densely (every frame of a short GIF) and still cost the models num_frames / frames_per_token tokens.
 """
 from __future__ import annotations
 
@@ -44,6 +46,7 @@ class FeatureConfig:
     patch_size: int = 8
     pool: str = "grid"
     frame_diff: bool = False  # append each frame's pooled feature minus the previous frame's (zeros for the first)
+    frames_per_token: int = 1  # consecutive sampled frames concatenated into one stored row (clip backbone)
     batch_size: int = 16  # videos per forward
     seed: int = 0
     on_bad_video: str = "error"  # error: stop at a corrupt or missing video | skip: leave it out, listed in the store
@@ -59,6 +62,9 @@ class FeatureConfig:
             raise MeltrError(f"features.on_bad_video {self.on_bad_video!r}: expected 'error' or 'skip'")
         if self.num_frames < 1 or self.batch_size < 1:
             raise MeltrError("features.num_frames and features.batch_size: expected >= 1")
+        if self.frames_per_token < 1 or self.num_frames % self.frames_per_token:
+            raise MeltrError(f"features.frames_per_token {self.frames_per_token}: expected >= 1 and a divisor of "
+                             f"num_frames ({self.num_frames})")
 
 
 def build_backbone(cfg: FeatureConfig) -> torch.nn.Module:
@@ -95,7 +101,8 @@ def _pool(hidden: torch.Tensor, pool: str, grid: int, has_cls: bool) -> torch.Te
 
 @torch.no_grad()
 def embed_frames(model, frames: np.ndarray, cfg: FeatureConfig) -> np.ndarray:
-    """frames: (V, T, S, S, 3) uint8 -> (V, T, D) float32 for `clip`; (V, 1, D) for `videomae`."""
+    """frames: (V, T, S, S, 3) uint8 -> (V, T / frames_per_token, D) float32 for `clip`; (V, 1, D) for
+    `videomae`."""
     v, t = frames.shape[:2]
     x = (frames.astype(np.float32) / 255.0 - CLIP_MEAN) / CLIP_STD
     x = torch.from_numpy(x).permute(0, 1, 4, 2, 3)  # (V, T, 3, S, S)
@@ -105,7 +112,7 @@ def embed_frames(model, frames: np.ndarray, cfg: FeatureConfig) -> np.ndarray:
         pooled = _pool(hidden, cfg.pool, grid, has_cls=True).reshape(v, t, -1)
         if cfg.frame_diff:
             pooled = torch.cat([pooled, torch.diff(pooled, dim=1, prepend=pooled[:, :1])], dim=-1)
-        return pooled.numpy()
+        return pooled.reshape(v, t // cfg.frames_per_token, -1).numpy()
     hidden = model(pixel_values=x).last_hidden_state  # (V, tokens, H): tubelets, no CLS
     return hidden.mean(1, keepdim=True).numpy()
 
@@ -144,6 +151,7 @@ def extract_features(records: list[dict], out_dir: str, cfg: FeatureConfig, prog
     feats = np.concatenate(chunks)
     meta = {"backbone": cfg.backbone, "preset": None if cfg.pretrained else cfg.preset,
             "pretrained": cfg.pretrained, "num_frames": cfg.num_frames, "image_size": cfg.image_size,
-            "pool": cfg.pool, "frame_diff": cfg.frame_diff, "skipped": skipped}
+            "pool": cfg.pool, "frame_diff": cfg.frame_diff,
+            "frames_per_token": cfg.frames_per_token, "skipped": skipped}
     write_store(out_dir, kept, feats, meta)
     return {"videos": len(kept), "skipped": len(skipped), "shape": list(feats.shape)}

@@ -53,3 +53,13 @@ def prepared(wildcards):
 def dataset_root(wildcards):
     """A synthetic dataset is an output of `synth`; a real download is a plain input folder."""
     return config["datasets"][wildcards.dataset]["root"]
+
+
+def dataset_features(dataset):
+    """The features section with the dataset's own changes (`datasets.<name>.features`) laid over it."""
+    return {**config["features"], **(config["datasets"][dataset].get("features") or {})}
+
+
+def task_train(dataset, task):
+    """The train section with the task's own changes (`datasets.<name>.train.<task>`) laid over it."""
+    return {**config["train"], **((config["datasets"][dataset].get("train") or {}).get(task) or {})}

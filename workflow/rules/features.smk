@@ -9,7 +9,7 @@ rule features:
         s3d=lambda wc: config["datasets"][wc.dataset].get("s3d") or [],
         code=code("data", "features"),
     params:
-        settings=flags(config["features"]),
+        settings=lambda wc: flags(dataset_features(wc.dataset)),
         s3d=lambda wc, input: f"--s3d {input.s3d}" if input.s3d else "",
         seed=config["seed"],
     threads: workflow.cores

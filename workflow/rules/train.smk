@@ -12,7 +12,7 @@ rule train:
         code=code("data", "models", "combiners", "meta", "features/store.py", "train.py"),
     params:
         out=lambda wc, output: os.path.dirname(output.model),
-        train=flags(config["train"]),
+        train=lambda wc: flags(task_train(wc.dataset, wc.task)),
         meltr=flags(config["meltr"], prefix="meltr-"),
         seed=config["seed"],
     # All cores: throughput figures are only comparable when training jobs do not share the machine.

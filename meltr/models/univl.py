@@ -128,9 +128,11 @@ class VideoLanguageModel(nn.Module):
         self.feature_mean.copy_(flat.mean(0))
         self.feature_std.copy_(flat.std(0, unbiased=False).clamp(min=1e-6))
 
+    def standardise(self, video: torch.Tensor) -> torch.Tensor:
+        return (video - self.feature_mean) / self.feature_std
+
     def encode_video(self, video: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        x = (video - self.feature_mean) / self.feature_std
-        return self.video(inputs_embeds=self.video_in(x), attention_mask=mask).last_hidden_state
+        return self.video(inputs_embeds=self.video_in(self.standardise(video)), attention_mask=mask).last_hidden_state
 
     def encode_cross(self, text_h, text_mask, video_h, video_mask) -> torch.Tensor:
         embeds = torch.cat([text_h, video_h], dim=1)
@@ -260,7 +262,9 @@ class VideoLanguageModel(nn.Module):
         if not masked.any():
             return cross_video.sum() * 0
         pred = self.mfm_head(cross_video[masked])  # (K, D)
-        target = batch["video"][masked]  # (K, D): the original features of the masked frames
+        # (K, D): the masked frames' features as the model reads them; raw, their large shared offset dominates
+        # the dot products and the NCE loss grows without bound (cmfm ~100+ instead of ~3)
+        target = self.standardise(batch["video"][masked])
         logits = pred @ target.t()  # NCE: each prediction against every masked frame in the batch
         return F.cross_entropy(logits, torch.arange(logits.shape[0], device=logits.device))
 

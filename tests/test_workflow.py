@@ -21,6 +21,8 @@ def tiny_params(all_families: bool = False) -> dict:
     params["synth"]["tgifqa"].update(n_train=12, n_test=6, size=32)
     params["train"].update(steps=9, batch_size=4, timing_warmup=3)
     params["features"].update(batch_size=8)
+    for dataset in params["datasets"].values():  # the default per-task step counts are for the full run
+        dataset.pop("train", None)
     params["scaling"].update(sizes=["micro", "tiny"], methods=["finetune", "meltr/finite_difference@current"],
                              ks=[2], batch_sizes=[2], rounds=1, warmup=2)
     if all_families:
@@ -54,7 +56,9 @@ def sh(*cmd: str, cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
 @pytest.fixture(scope="module")
 def finished(tmp_path_factory) -> Path:
     """A tiny project after one full `snakemake --cores 2` run over every task family."""
-    project = make_project(tmp_path_factory.mktemp("workflow"), tiny_params(all_families=True))
+    params = tiny_params(all_families=True)
+    params["datasets"]["msrvtt"]["train"] = {"captioning": {"steps": 6}}  # a task's own train settings win
+    project = make_project(tmp_path_factory.mktemp("workflow"), params)
     sh("snakemake", "--cores", "2", cwd=project)
     return project
 
@@ -81,6 +85,8 @@ def test_workflow_writes_summary_report_and_metrics(finished):
     assert set(metrics["msrvtt"]["retrieval"]["tiny"]) == {"finetune", "multitask", "meltr"}
     log = [json.loads(line) for line in (finished / "results/runs/msrvtt/retrieval/meltr/tiny/train_log.jsonl").open()]
     assert sum(e["meta"] for e in log) == 3  # steps 3, 6, 9 with k = 3
+    caption_log = (finished / "results/runs/msrvtt/captioning/meltr/tiny/train_log.jsonl").read_text().splitlines()
+    assert len(caption_log) == 6  # datasets.msrvtt.train.captioning.steps over train.steps
     assert set(log[0]["weights"]) == {"joint", "align", "cmlm", "cmfm", "m_joint", "m_align", "decoder", "m_decoder"}
     qa_log = [json.loads(line) for line in (finished / "results/runs/tgifqa/count/meltr/tiny/train_log.jsonl").open()]
     assert set(qa_log[0]["weights"]) == {"count", "align", "cmlm", "cmfm"}

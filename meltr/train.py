@@ -53,6 +53,7 @@ class TrainConfig:
     loss_set: str = "univl8"        # retrieval/captioning: univl5 (UniVL's five) | univl8 (MELTR-UniVL's eight)
     adapters: str = "none"          # none (full fine-tuning) | lora (peft LoRA; MELTR's meta step over the adapters)
     lora_rank: int = 8
+    parallel: str = "ddp"           # under torchrun: ddp | fsdp (FSDP2; MELTR: finite_difference, replayed batches)
     timing_warmup: int = 10         # steps excluded from throughput figures
     nan_patience: int = 5           # consecutive non-finite losses before training stops
     checkpoint_every: int = 50      # steps between resumable checkpoints (0: none)
@@ -77,6 +78,14 @@ class TrainConfig:
             raise MeltrError(f"train.loss_set {self.loss_set!r}: expected one of {', '.join(LOSS_SETS)}")
         if self.batch_size < 2:
             raise MeltrError("train.batch_size: expected >= 2 (contrastive losses need negatives)")
+        if self.parallel not in ("ddp", "fsdp"):
+            raise MeltrError(f"train.parallel {self.parallel!r}: expected ddp or fsdp")
+        estimator, batches = self.meltr.get("estimator", "double_backward"), self.meltr.get("meta_batches", "replay")
+        if self.parallel == "fsdp" and self.method == "meltr" and (estimator, batches) != ("finite_difference",
+                                                                                             "replay"):
+            raise MeltrError("train.parallel fsdp with method meltr: expected meltr.estimator finite_difference and "
+                             "meltr.meta_batches replay (FSDP2 runs first-order passes only), got "
+                             f"{estimator!r} and {batches!r}")
         if self.adapters not in ADAPTERS:
             raise MeltrError(f"train.adapters {self.adapters!r}: expected one of {', '.join(ADAPTERS)}")
 
@@ -219,7 +228,10 @@ def train(train_manifest: str, features_dir: str, out_dir: str, cfg: TrainConfig
     model = build_model(cfg.model, store.dim, tokenizer.vocab_size, words, store.frames, cfg.seed,
                         num_answers=max(1, len(answers)), adapters=cfg.adapters, lora_rank=cfg.lora_rank)
     model.set_feature_stats(torch.from_numpy(video_rows))
-    model = wrap(model.to(device).train(), device, "ddp")
+    model = wrap(model.to(device).train(), device, cfg.parallel)
+    sharded = world > 1 and cfg.parallel == "fsdp"
+    if sharded and cfg.checkpoint_every:
+        logger.warning("train.parallel fsdp: no resumable checkpoints (train.checkpoint_every is ignored)")
     combiner = build_combiner(cfg.method, list(task_losses(family, cfg.loss_set)), PRIMARY[family],
                               {"seed": cfg.seed, **cfg.meltr})
     combiner.to(device)
@@ -272,19 +284,21 @@ def train(train_manifest: str, features_dir: str, out_dir: str, cfg: TrainConfig
         log.append(entry)
         if step % 10 == 0:
             bar.set_postfix(loss=f"{float(r.total):.3f}")
-        if cfg.checkpoint_every and step % cfg.checkpoint_every == 0 and step < cfg.steps and rank == 0:
+        if cfg.checkpoint_every and step % cfg.checkpoint_every == 0 and step < cfg.steps and rank == 0 \
+                and not sharded:
             _save_checkpoint(ckpt_path, cfg, unwrap(model), opt, sched, combiner, state)
 
     throughput = _throughput(cfg, step_ms, meta_ms, period, device, world)
+    weights = _full_state_dict(model, sharded)  # FSDP2: every rank takes part in gathering the shards
     model = unwrap(model)
-    if rank != 0:  # rank 0 holds the same weights (DDP) and writes them
+    if rank != 0:  # rank 0 holds the same weights (DDP) or the gathered ones (FSDP2) and writes them
         return throughput
     throughput.update(skipped_records=len(dropped), skipped_videos=sorted({r["video"] for r in dropped}))
     throughput.update(family=family, params=count_parameters(model), params_m=count_parameters(model) / 1e6,
                       trainable_params=trainable_count(model), adapters=cfg.adapters,
                       combiner_params=count_parameters(combiner))
     out.mkdir(parents=True, exist_ok=True)
-    ckpt = {"model": model.state_dict(), "combiner": combiner.state_dict(), "config": asdict(cfg),
+    ckpt = {"model": weights, "combiner": combiner.state_dict(), "config": asdict(cfg),
             "feature_dim": store.dim, "frames": store.frames, "vocab_size": tokenizer.vocab_size,
             "family": family, "answers": answers,
             "train_answer_mean": float(np.mean([r["answer"] for r in records])) if family == "count" else None}
@@ -295,6 +309,14 @@ def train(train_manifest: str, features_dir: str, out_dir: str, cfg: TrainConfig
     write_json(out / "throughput.json", throughput)
     ckpt_path.unlink(missing_ok=True)  # the finished outputs hold everything; nothing left to resume
     return throughput
+
+
+def _full_state_dict(model, sharded: bool) -> dict:
+    if not sharded:
+        return unwrap(model).state_dict()
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+    return get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
 
 
 # Settings that do not change what is computed: a checkpoint stays valid across them.

@@ -49,3 +49,23 @@ def test_training_runs_on_two_processes_and_rank_0_writes_the_run(tmp_path):
     log = [json.loads(line) for line in (root / "run/train_log.jsonl").read_text().splitlines()]
     assert len(log) == 6 and sum(e["meta"] for e in log) == 3  # a meta step every k=2 steps
     assert (root / "run/model.pt").exists()
+
+
+def test_training_under_fsdp2_writes_whole_weights_that_evaluate_reads(tmp_path, capsys):
+    root = make_tiny_msrvtt(tmp_path)
+    assert main(["features", "--manifests", str(root / "prep/train.jsonl"), str(root / "prep/test.jsonl"),
+                 "--out", str(root / "store"), "--image-size", "16", "--patch-size", "8", "--num-frames", "2"]) == 0
+    _torchrun(["train", "--train-manifest", str(root / "prep/train.jsonl"), "--features", str(root / "store"),
+               "--out", str(root / "run"), "--method", "meltr", "--steps", "4", "--batch-size", "2", "--threads", "1",
+               "--parallel", "fsdp", "--meltr-k", "2", "--meltr-estimator", "finite_difference",
+               "--meltr-meta-batches", "replay", "--meltr-dropout", "0"], tmp_path)
+    log = [json.loads(line) for line in (root / "run/train_log.jsonl").read_text().splitlines()]
+    assert sum(e["meta"] for e in log) == 2 and all(not e.get("meta_skipped") for e in log)
+    assert main(["evaluate", "--checkpoint", str(root / "run/model.pt"), "--test-manifest", str(root / "prep/test.jsonl"),
+                 "--features", str(root / "store"), "--out", str(root / "metrics.json"), "--threads", "1"]) == 0
+    assert json.loads((root / "metrics.json").read_text())["t2v"]["R1"] >= 0  # whole weights: loadable, evaluated
+    # The estimators that differentiate twice are refused before any process starts training.
+    assert main(["train", "--train-manifest", str(root / "prep/train.jsonl"), "--features", str(root / "store"),
+                 "--out", str(root / "bad"), "--method", "meltr", "--parallel", "fsdp",
+                 "--meltr-estimator", "double_backward"]) == 2
+    assert "train.parallel fsdp with method meltr" in capsys.readouterr().err

@@ -8,6 +8,8 @@
 """
 from __future__ import annotations
 
+import contextlib
+
 import numpy as np
 import torch
 
@@ -18,6 +20,7 @@ from .errors import MeltrError
 from .features.store import FeatureStore
 from .io import write_json
 from .metrics import caption_metrics, count_mse, qa_accuracy, retrieval_metrics
+from .metrics.captioning import MeteorProcess
 from .models.tokenizer import load_tokenizer
 from .train import build_model, resolve_device, text_length
 
@@ -97,18 +100,24 @@ class _Eval:
         refs = {r["id"]: list(r["captions"]) for r in records}
         empty = Batcher(self.tok).empty(1)
         out = {"beam_size": beam_size}
-        for name, beams in (("greedy", 1), ("beam", beam_size)):
-            hyps = {}
-            for i, v, vm in self._chunks(video):
-                n = v.shape[0]
-                ids = self.model.generate(v, vm, empty.ids.expand(n, -1).to(self.dev),
-                                          empty.mask.expand(n, -1).to(self.dev), self.tok.cls_token_id,
-                                          self.tok.sep_token_id, self.max_words - 1, beams)
-                for rec, seq in zip(records[i:i + CHUNK], ids):
-                    hyps[rec["id"]] = self.tok.decode(seq, skip_special_tokens=True).strip()
-            out[name] = caption_metrics(refs, hyps, meteor=meteor)
-            out[f"{name}_examples"] = {k: hyps[k] for k in list(hyps)[:5]}
+        # java starts now and loads METEOR's paraphrase table while the model decodes
+        with MeteorProcess() if meteor else contextlib.nullcontext(False) as scorer:
+            for name, beams in (("greedy", 1), ("beam", beam_size)):
+                out.update(self._captions(records, video, refs, empty, name, beams, scorer))
         return out
+
+    def _captions(self, records, video, refs, empty, name: str, beams: int, scorer) -> dict:
+        """{name: metrics, name_examples: five captions}, decoding with `beams` (1: greedy)."""
+        hyps = {}
+        for i, v, vm in self._chunks(video):
+            n = v.shape[0]
+            ids = self.model.generate(v, vm, empty.ids.expand(n, -1).to(self.dev),
+                                      empty.mask.expand(n, -1).to(self.dev), self.tok.cls_token_id,
+                                      self.tok.sep_token_id, self.max_words - 1, beams)
+            for rec, seq in zip(records[i:i + CHUNK], ids):
+                hyps[rec["id"]] = self.tok.decode(seq, skip_special_tokens=True).strip()
+        return {name: caption_metrics(refs, hyps, meteor=scorer),
+                f"{name}_examples": {k: hyps[k] for k in list(hyps)[:5]}}
 
     def multiple_choice(self, records, video) -> dict:
         labelled = [i for i, r in enumerate(records) if r["answer"] is not None]

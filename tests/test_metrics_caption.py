@@ -11,6 +11,7 @@ from pycocoevalcap.rouge.rouge import Rouge
 
 from meltr.errors import MeltrError
 from meltr.metrics import caption_metrics
+from meltr.metrics.captioning import MeteorProcess
 
 needs_java = pytest.mark.skipif(shutil.which("java") is None, reason="METEOR needs java")
 
@@ -63,6 +64,18 @@ def test_matches_pycocoevalcap_scorers(ours, direct):
 @needs_java
 def test_meteor_process_is_reaped(ours):
     assert java_children() == []
+
+
+@needs_java
+def test_one_meteor_process_scores_several_corpora_as_separate_ones(ours):
+    # evaluate scores greedy and beam captions with one java; every EVAL line is scored on its own
+    other = {"v1": "a guitar", "v2": "an onion is cut", "v3": "a park", "v4": "a bike in the street"}
+    with MeteorProcess() as java:
+        shared = [caption_metrics(REFS, HYPS, meteor=java), caption_metrics(REFS, other, meteor=java)]
+        assert len(java_children()) == 1
+    assert java_children() == []
+    assert shared[0] == ours
+    assert shared[1]["METEOR"] == caption_metrics(REFS, other)["METEOR"] != ours["METEOR"]
 
 
 def test_perfect_captions():

@@ -41,44 +41,64 @@ def _check(references: dict, hypotheses: dict) -> None:
                 raise MeltrError(f"{where}: id {k!r}: caption {s!r} contains a line break")
 
 
-def _meteor(gts: dict, res: dict) -> float:
-    """Corpus METEOR 1.5 from pycocoevalcap, always shutting its java process down."""
-    from pycocoevalcap.meteor.meteor import Meteor
+class MeteorProcess:
+    """One METEOR 1.5 java process (pycocoevalcap's) for any number of corpora.
 
-    class _Meteor(Meteor):
-        # pycocoevalcap 1.2's Meteor has no close(), and its __del__ takes a lock that compute_score
-        # never releases when it raises, so garbage collection would then hang forever.
-        def __del__(self):
-            pass
+    Starting it loads a 60 MB paraphrase table, seconds of work: `evaluate` opens one per captioning run,
+    before decoding, so that java loads while the model decodes, and scores greedy and beam with it. Each
+    EVAL line is scored on its own, so sharing the process changes no number. Use it as a context manager;
+    leaving it always shuts java down.
+    """
 
-    scorer = _Meteor()
-    proc = scorer.meteor_p
-    try:
-        return float(scorer.compute_score(gts, res)[0])
-    except (ValueError, OSError) as exc:  # java died or answered something that is not a score
-        proc.kill()
-        err = proc.stderr.read().decode(errors="replace").strip().splitlines()
-        raise MeltrError(f"caption_metrics: METEOR (java) failed: {err[-1] if err else exc}") from None
-    finally:
+    def __init__(self):
+        if shutil.which("java") is None:
+            raise MeltrError(f"caption_metrics: {JAVA_HINT}")
+        from pycocoevalcap.meteor.meteor import Meteor
+
+        class _Meteor(Meteor):
+            # pycocoevalcap 1.2's Meteor has no close(), and its __del__ takes a lock that compute_score
+            # never releases when it raises, so garbage collection would then hang forever.
+            def __del__(self):
+                pass
+
+        self.scorer = _Meteor()
+
+    def score(self, gts: dict, res: dict) -> float:
+        """Corpus METEOR of {id: [hypothesis]} against {id: [references]}."""
+        try:
+            return float(self.scorer.compute_score(gts, res)[0])
+        except (ValueError, OSError) as exc:  # java died or answered something that is not a score
+            proc = self.scorer.meteor_p
+            proc.kill()
+            err = proc.stderr.read().decode(errors="replace").strip().splitlines()
+            raise MeltrError(f"caption_metrics: METEOR (java) failed: {err[-1] if err else exc}") from None
+
+    def close(self) -> None:
+        proc = self.scorer.meteor_p
         proc.kill()  # what pycocoevalcap's __del__ does; the JVM holds nothing worth flushing
         with contextlib.suppress(OSError):  # a dead java leaves unflushed input: BrokenPipeError
             proc.stdin.close()
         with proc:  # closes the other pipes and reaps the process
             pass
 
+    def __enter__(self) -> "MeteorProcess":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
 
 def caption_metrics(references: dict[str, list[str]], hypotheses: dict[str, str], *,
-                    meteor: bool = True) -> dict[str, float]:
+                    meteor: bool | MeteorProcess = True) -> dict[str, float]:
     """BLEU1..BLEU4, METEOR, ROUGE_L and CIDEr (fractions) of one hypothesis per id against its references.
 
     references: {id: [reference captions]}; hypotheses: {id: caption}; the ids must be the same.
-    meteor=False skips METEOR (its key is then absent), which is the only metric that needs Java.
+    meteor=False skips METEOR (its key is then absent), which is the only metric that needs Java; a
+    MeteorProcess scores with that open java process instead of starting one.
     Raises MeltrError for mismatched ids, empty input or reference lists, non-string captions, captions
     with inner line breaks, and, when meteor=True, a missing `java`.
     """
     _check(references, hypotheses)
-    if meteor and shutil.which("java") is None:
-        raise MeltrError(f"caption_metrics: {JAVA_HINT}")
     from pycocoevalcap.bleu.bleu import Bleu
     from pycocoevalcap.cider.cider import Cider
     from pycocoevalcap.rouge.rouge import Rouge
@@ -87,8 +107,11 @@ def caption_metrics(references: dict[str, list[str]], hypotheses: dict[str, str]
     res = {k: [h.strip()] for k, h in hypotheses.items()}
     bleu = Bleu(4).compute_score(gts, res, verbose=0)[0]  # verbose=0: same numbers, no prints
     out = {f"BLEU{n}": float(b) for n, b in enumerate(bleu, start=1)}
-    if meteor:
-        out["METEOR"] = _meteor(gts, res)
+    if isinstance(meteor, MeteorProcess):
+        out["METEOR"] = meteor.score(gts, res)
+    elif meteor:
+        with MeteorProcess() as process:
+            out["METEOR"] = process.score(gts, res)
     out["ROUGE_L"] = float(Rouge().compute_score(gts, res)[0])
     out["CIDEr"] = float(Cider().compute_score(gts, res)[0])
     return out

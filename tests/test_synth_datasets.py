@@ -354,8 +354,12 @@ def test_tvqa_one_option_is_correct_from_subtitles_or_frames(tv):
             if m_what:  # seen: the frames
                 truth = f"It {ACTION_3RD[action_of[m_what.group(1)]]}."
             else:  # said: the subtitles
-                m_who = re.fullmatch(r"Who likes the (\w+) one\?", r["q"])
-                truth = next(name for name, c in likes.items() if c == m_who.group(1))
+                name = re.fullmatch(r"Which one does (\w+) like\?", r["q"]).group(1)
+                truth = f"The {likes[name]} one."
+                moment = next(ev["objects"] for ev in clip["events"] if likes[name] in
+                              {o["colour"] for o in ev["objects"]})
+                unsaid = next(o["colour"] for o in moment if o["colour"] != likes[name])
+                assert f"The {unsaid} one." in options  # on screen beside it, never said: a distractor
             assert len(set(options)) == 5 and options.count(truth) == 1
             answer_idx = r.get("answer_idx", attrs["questions"][str(r["qid"])]["answer_idx"])
             assert options[answer_idx] == truth

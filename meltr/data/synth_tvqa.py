@@ -2,14 +2,17 @@
 
 Each clip has one or two "moments". In a moment two shapes act at the same time (each in its own half of
 the frame, left/right or top/bottom; moves in four directions, growing, shrinking), and two characters of the
-show each say which one they like, by colour only ("(Penny:) I like the red one."). Half the questions are
-answered by the frames, half by the subtitles, as in TVQA where some answers are seen and some are said:
+show speak: one says which shape they like, by colour only ("(Penny:) I like the red one."), the other says
+something else. Half the questions are answered by the frames, half by the subtitles, as in TVQA where some
+answers are seen and some are said:
   * "What does the red one do?"      frames: the red shape moves up
-  * "Who likes the red one?"         subtitles: "(Penny:) I like the red one."
-Five options, one correct; the other shape's action (or the other speaker) is always a distractor, so the
-question's colour has to be grounded. Within a clip all colours, actions and speakers differ, so a question
-stays answerable from the whole clip when its `ts` is NaN. (One hop each: the two-hop version, "what does the
-one Penny likes do?", stays at chance for the tiny random-init models of a CPU run.)
+  * "Which one does Penny like?"     subtitles: "(Penny:) I like the red one."
+Five options, one correct. The other shape's action is always a distractor of a "what" question, so its
+colour has to be grounded in the frames; the other shape's colour, on screen but never said, is always a
+distractor of a "which" question, so its answer has to come from the subtitles. Within a clip all colours,
+actions and speakers differ, so a question stays answerable from the whole clip when its `ts` is NaN. (The
+binding versions, "who likes the red one?" with both characters naming a colour, or the two-hop "what does
+the one Penny likes do?", stay at chance for the tiny random-init models of a CPU run.)
 
 Files written under `root` (same names and formats as the real release):
   tvqa_qa_release/tvqa_{train,val,test_public}.jsonl      (test_public without answer_idx)
@@ -143,21 +146,24 @@ def _make_clip(rng: np.random.Generator, show: str, vid_name: str, n_events: int
     for k in range(n_events):
         s, e = t, _r(t + rng.uniform(3.5, 5.0))
         sides, boxes = _halves(size, actions[2 * k: 2 * k + 2])
+        liked = int(rng.integers(2))
         objs = []
         for j in range(2):
             i = 2 * k + j
             act = actions[i]
             objs.append({"colour": colours[i], "shape": SHAPES[int(rng.integers(len(SHAPES)))], "action": act,
-                         "side": sides[j], "liked_by": speakers[i], "layout": layout(rng, boxes[j], act)})
-        # the two "I like the X one." lines, in random order, inside (s, e) so TVQA's located-subtitle
-        # rule (ts[0] < sub start < ts[1]) picks them
-        a0 = _r(s + rng.uniform(0.2, 0.6))
-        order = [int(j) for j in rng.permutation(2)]
-        line_t = a0
-        for j in order:
+                         "side": sides[j], "liked_by": speakers[i] if j == liked else None,
+                         "layout": layout(rng, boxes[j], act)})
+        # the moment's two lines, "I like the X one." and another, in random order, inside (s, e) so TVQA's
+        # located-subtitle rule (ts[0] < sub start < ts[1]) picks them
+        line_t = _r(s + rng.uniform(0.2, 0.6))
+        for j in [int(j) for j in rng.permutation(2)]:
             dur = _r(rng.uniform(1.0, 1.3))
-            tmpl = _LIKE_LINES[int(rng.integers(len(_LIKE_LINES)))]
-            subs.append((line_t, _r(line_t + dur), f"({objs[j]['liked_by']}:) {tmpl.format(c=objs[j]['colour'])}"))
+            if j == liked:
+                text = _LIKE_LINES[int(rng.integers(len(_LIKE_LINES)))].format(c=objs[j]["colour"])
+            else:
+                text = _FILLER[int(rng.integers(len(_FILLER)))]
+            subs.append((line_t, _r(line_t + dur), f"({speakers[2 * k + j]}:) {text}"))
             line_t = _r(line_t + dur + rng.uniform(0.1, 0.3))
         events.append({"start": s, "end": e, "objects": objs})
         gap = _r(rng.uniform(1.0, 2.0))
@@ -184,19 +190,22 @@ def _halves(size: int, actions: list[str]):
 
 
 def _make_question(rng: np.random.Generator, clip: dict, ev: dict) -> tuple[dict, dict]:
-    j = int(rng.integers(2))
+    kind = ("what", "which")[int(rng.integers(2))]
+    if kind == "what":  # either shape
+        j = int(rng.integers(2))
+    else:  # the liked one
+        j = next(i for i, o in enumerate(ev["objects"]) if o["liked_by"])
     target, other = ev["objects"][j], ev["objects"][1 - j]
-    kind = ("what", "who")[int(rng.integers(2))]
     if kind == "what":
         q = f"What does the {target['colour']} one do?"
         rest = [a for a in ACTIONS if a not in (target["action"], other["action"])]
         cands = [target["action"], other["action"]] + [rest[int(i)] for i in rng.choice(len(rest), 3, replace=False)]
         texts = [f"It {ACTION_3RD[a]}." for a in cands]
     else:
-        q = f"Who likes the {target['colour']} one?"
-        rest = [c for c in clip["cast"] if c not in (target["liked_by"], other["liked_by"])]
-        texts = [target["liked_by"], other["liked_by"]] + [rest[int(i)] for i in
-                                                            rng.choice(len(rest), 3, replace=False)]
+        q = f"Which one does {target['liked_by']} like?"
+        rest = [c for c in COLOURS if c not in (target["colour"], other["colour"])]
+        cands = [target["colour"], other["colour"]] + [rest[int(i)] for i in rng.choice(len(rest), 3, replace=False)]
+        texts = [f"The {c} one." for c in cands]
     order = [int(i) for i in rng.permutation(5)]
     options = [texts[i] for i in order]
     answer_idx = order.index(0)

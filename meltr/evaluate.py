@@ -2,7 +2,8 @@
 
     retrieval         t2v and v2t R@1/5/10, MedR, MeanR (one caption per clip: MSRVTT 1k-A, YouCook2 val)
     captioning        BLEU-1..4, METEOR, ROUGE-L, CIDEr against every reference, greedy and beam search
-    multiple_choice   accuracy (%) over the options' scores (TGIF Action/Transition, TVQA val)
+    multiple_choice   accuracy (%) over the options' scores (TGIF Action/Transition, TVQA val), and the
+                      exact binomial probability of doing as well by guessing (chance_p_value)
     open_ended        accuracy (%) over the training answers; out-of-vocabulary answers per `out_of_vocabulary`
     count             MSE after rounding and clipping to [1, 10]
 """
@@ -19,7 +20,7 @@ from .data.samplers import option_texts
 from .errors import MeltrError
 from .features.store import FeatureStore
 from .io import write_json
-from .metrics import caption_metrics, count_mse, qa_accuracy, retrieval_metrics
+from .metrics import caption_metrics, chance_p_value, count_mse, qa_accuracy, retrieval_metrics
 from .metrics.captioning import MeteorProcess
 from .models.tokenizer import load_tokenizer
 from .train import build_model, resolve_device, text_length
@@ -131,7 +132,9 @@ class _Eval:
                                               self.model.encode_video(v, vm), vm)
             preds += logits.argmax(1).tolist()
         acc = qa_accuracy({r["id"]: p for r, p in zip(records, preds)}, {r["id"]: r["answer"] for r in records})
-        return {"chance_accuracy": 100.0 / len(records[0]["options"]), **acc}
+        chance = 1.0 / len(records[0]["options"])
+        correct = sum(p == r["answer"] for r, p in zip(records, preds))
+        return {"chance_accuracy": 100.0 * chance, **acc, "chance_p_value": chance_p_value(correct, len(records), chance)}
 
     def _pooled(self, records, video) -> torch.Tensor:
         q = tokenize(self.tok, [r["question"] for r in records], self.max_words,

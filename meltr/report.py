@@ -29,7 +29,7 @@ COLUMNS = [
     "v2t_R1", "v2t_R5", "v2t_R10", "v2t_MedR",
     "BLEU4", "METEOR", "ROUGE_L", "CIDEr", "CIDEr_greedy",
     "samples_per_s", "step_ms", "peak_mem_mb", "meta_step_ms",
-    "chance_R1", "n_test", "device", "estimator",
+    "chance_R1", "chance_p", "n_test", "device", "estimator",
 ]
 # Each family's headline number (`score`) and the level it must beat (`baseline`): chance, or the best
 # constant answer where the task has no chance level. Count's MSE is the one where lower is better.
@@ -129,6 +129,8 @@ def _load_run(run_dir: Path) -> dict:
         row["score"] = _number(metrics, "accuracy", mpath)
         key = "chance_accuracy" if family == "multiple_choice" else "most_frequent_answer_accuracy"
         row["baseline"] = _number(metrics, key, mpath)
+        if family == "multiple_choice":  # absent from metrics written before it existed
+            row["chance_p"] = _number(metrics, "chance_p_value", mpath) if "chance_p_value" in metrics else math.nan
         row["out_of_vocabulary"] = metrics.get("out_of_vocabulary") if family == "open_ended" else None
 
     for key in THROUGHPUT_KEYS:
@@ -349,11 +351,12 @@ def plot_meltr_weights(panels: list[tuple[str, dict[str, tuple[list, list]]]], p
 # Markdown
 
 
-def _fmt(value: Any, digits: int = 2) -> str:
+def _fmt(value: Any, digits: int | None = 2) -> str:
+    """digits None: two significant digits (probabilities, which span many decades)."""
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "–"
     if isinstance(value, float):
-        return f"{value:.{digits}f}"
+        return f"{value:.2g}" if digits is None else f"{value:.{digits}f}"
     return str(value)
 
 
@@ -376,8 +379,9 @@ _FAMILY_TABLES = {
     "captioning": ("Captioning (pycocoevalcap scorers as nlg-eval calls them; fractions)",
                    [("BLEU-4", "BLEU4", 4), ("METEOR", "METEOR", 4), ("ROUGE-L", "ROUGE_L", 4),
                     ("CIDEr", "CIDEr", 4), ("CIDEr greedy", "CIDEr_greedy", 4)]),
-    "multiple_choice": ("Multiple-choice QA (accuracy %, 5 options)",
-                        [("accuracy", "score", 2), ("chance", "baseline", 2)]),
+    "multiple_choice": ("Multiple-choice QA (accuracy %, 5 options; p: the exact binomial probability of at least "
+                        "this accuracy by guessing)",
+                        [("accuracy", "score", 2), ("chance", "baseline", 2), ("p", "chance_p", None)]),
     "open_ended": ("Open-ended QA (accuracy %, over the training answers)",
                    [("accuracy", "score", 2), ("most frequent answer", "baseline", 2)]),
     "count": ("Count (MSE after rounding and clipping to [1, 10]; lower is better)",

@@ -3,7 +3,9 @@ import numpy as np
 import pytest
 
 from meltr.errors import MeltrError
-from meltr.metrics import count_mse, qa_accuracy
+import math
+
+from meltr.metrics import chance_p_value, count_mse, qa_accuracy
 
 # FrameQA-like: q4's answer "zebra" is not in the training vocabulary.
 VOCAB = {"dog", "red", "three", "car", "cat"}
@@ -78,3 +80,27 @@ def test_count_mse_clip_range_is_configurable():
 def test_count_bad_input(preds, answers, kwargs, msg):
     with pytest.raises(MeltrError, match=msg):
         count_mse(preds, answers, **kwargs)
+
+
+def test_chance_p_value_is_the_binomial_tail():
+    # 3 of 4 two-way questions right by guessing: (C(4,3) + C(4,4)) / 2^4 = 5/16
+    assert chance_p_value(3, 4, 0.5) == pytest.approx(5 / 16, rel=1e-12)
+    assert chance_p_value(0, 7, 0.2) == pytest.approx(1.0)
+    # all n right: chance^n; the tail at 30 of 100 five-way questions, summed by hand term by term
+    assert chance_p_value(5, 5, 0.2) == pytest.approx(0.2 ** 5, rel=1e-12)
+    by_hand = sum(math.comb(100, k) * 0.2 ** k * 0.8 ** (100 - k) for k in range(30, 101))
+    assert chance_p_value(30, 100, 0.2) == pytest.approx(by_hand, rel=1e-9)
+    assert 0.011 < by_hand < 0.012
+    # real test-set sizes (TVQA val): no overflow or underflow to nonsense
+    # (mean 3050.6, sd 49.4): the mean is the median, 5 sd above it about 3e-7 (normal tail 2.9e-7)
+    assert 0.45 < chance_p_value(3051, 15253, 0.2) < 0.55
+    assert 1e-7 < chance_p_value(3298, 15253, 0.2) < 1e-6 and 0 < chance_p_value(4000, 15253, 0.2) < 1e-60
+
+
+@pytest.mark.parametrize("args, msg", [
+    ((5, 4, 0.2), "0 <= correct <= n"), ((-1, 4, 0.2), "0 <= correct <= n"), ((1, 0, 0.2), "n >= 1"),
+    ((1, 4, 1.0), "strictly between 0 and 1"), ((1.5, 4, 0.2), "0 <= correct <= n"),
+])
+def test_chance_p_value_rejects_bad_input(args, msg):
+    with pytest.raises(MeltrError, match=msg):
+        chance_p_value(*args)

@@ -199,8 +199,9 @@ def _qa_run(root, method, family, metrics):
 
 def test_every_family_gets_its_table_baseline_and_skipped_list(tmp_path):
     root = tmp_path / "runs"
-    runs = [_qa_run(root / "mc", m, "multiple_choice", {"accuracy": 35.0, "chance_accuracy": 20.0})
-            for m in ("finetune", "meltr")]
+    runs = [_qa_run(root / "mc", m, "multiple_choice", {"accuracy": 35.0, "chance_accuracy": 20.0,
+                                                       "chance_p_value": p})
+            for m, p in (("finetune", 0.0123), ("meltr", 3.4e-06))]
     runs += [_qa_run(root / "oe", m, "open_ended", {"accuracy": 70.0, "most_frequent_answer_accuracy": 15.0,
                                                     "out_of_vocabulary": "exclude"}) for m in ("finetune", "meltr")]
     runs += [_qa_run(root / "count", m, "count", {"MSE": 3.5, "constant_mean_MSE": 9.4,
@@ -216,6 +217,7 @@ def test_every_family_gets_its_table_baseline_and_skipped_list(tmp_path):
     df = pd.read_csv(out / "summary.csv")
     by = df.set_index(["task", "method"])
     assert by.loc[("action", "meltr"), "score"] == 35.0 and by.loc[("action", "meltr"), "baseline"] == 20.0
+    assert by.loc[("action", "meltr"), "chance_p"] == 3.4e-06 and pd.isna(by.loc[("frameqa", "meltr"), "chance_p"])
     assert by.loc[("frameqa", "meltr"), "baseline"] == 15.0
     assert by.loc[("count", "meltr"), "score"] == 3.5 and by.loc[("count", "meltr"), "baseline"] == 9.4
     assert by.loc[("captioning", "meltr"), "score"] == 0.6 and by.loc[("captioning", "meltr"), "CIDEr_greedy"] == 0.5
@@ -223,6 +225,7 @@ def test_every_family_gets_its_table_baseline_and_skipped_list(tmp_path):
     for title in ("### Captioning", "### Multiple-choice QA", "### Open-ended QA", "### Count"):
         assert title in md
     assert "### Text-to-video retrieval" not in md  # no retrieval run, no retrieval table
+    assert "| 35.00 | 20.00 | 0.012 |" in md and "| 35.00 | 20.00 | 3.4e-06 |" in md  # p in significant digits
     assert "are excluded from the denominator (All-in-one)" in md
     assert "Broken videos skipped (`features.on_bad_video: skip`): 1: `gifs/bad.gif`" in md
     nested = json.loads((out / "metrics.json").read_text())

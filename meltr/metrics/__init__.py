@@ -1,6 +1,6 @@
 """Task metrics computed as the papers' evaluation protocols define them."""
 from .captioning import caption_metrics
-from .qa import count_mse, qa_accuracy
+from .qa import chance_p_value, count_mse, qa_accuracy
 from .retrieval import retrieval_metrics
 
-__all__ = ["caption_metrics", "count_mse", "qa_accuracy", "retrieval_metrics"]
+__all__ = ["caption_metrics", "chance_p_value", "count_mse", "qa_accuracy", "retrieval_metrics"]

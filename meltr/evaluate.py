@@ -9,8 +9,6 @@
 """
 from __future__ import annotations
 
-import contextlib
-
 import numpy as np
 import torch
 
@@ -21,7 +19,7 @@ from .errors import MeltrError
 from .features.store import FeatureStore
 from .io import write_json
 from .metrics import caption_metrics, chance_p_value, count_mse, qa_accuracy, retrieval_metrics
-from .metrics.captioning import MeteorProcess
+from .metrics.captioning import open_meteor
 from .models.tokenizer import load_tokenizer
 from .train import build_model, resolve_device, text_length
 
@@ -102,7 +100,7 @@ class _Eval:
         empty = Batcher(self.tok).empty(1)
         out = {"beam_size": beam_size}
         # java starts now and loads METEOR's paraphrase table while the model decodes
-        with MeteorProcess() if meteor else contextlib.nullcontext(False) as scorer:
+        with open_meteor(meteor) as scorer:
             for name, beams in (("greedy", 1), ("beam", beam_size)):
                 out.update(self._captions(records, video, refs, empty, name, beams, scorer))
         return out
@@ -133,8 +131,8 @@ class _Eval:
             preds += logits.argmax(1).tolist()
         acc = qa_accuracy({r["id"]: p for r, p in zip(records, preds)}, {r["id"]: r["answer"] for r in records})
         chance = 1.0 / len(records[0]["options"])
-        correct = sum(p == r["answer"] for r, p in zip(records, preds))
-        return {"chance_accuracy": 100.0 * chance, **acc, "chance_p_value": chance_p_value(correct, len(records), chance)}
+        correct = round(acc["accuracy"] * acc["n"] / 100)  # the count behind the accuracy
+        return {"chance_accuracy": 100.0 * chance, **acc, "chance_p_value": chance_p_value(correct, acc["n"], chance)}
 
     def _pooled(self, records, video) -> torch.Tensor:
         q = tokenize(self.tok, [r["question"] for r in records], self.max_words,

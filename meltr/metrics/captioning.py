@@ -88,6 +88,14 @@ class MeteorProcess:
         self.close()
 
 
+def open_meteor(meteor: "bool | MeteorProcess"):
+    """The context to score METEOR in, yielding the MeteorProcess to use or None (no METEOR): `meteor` itself
+    when it is an open process (left open), a new one for True (closed on exit), nothing for False."""
+    if isinstance(meteor, MeteorProcess):
+        return contextlib.nullcontext(meteor)
+    return MeteorProcess() if meteor else contextlib.nullcontext(None)
+
+
 def caption_metrics(references: dict[str, list[str]], hypotheses: dict[str, str], *,
                     meteor: bool | MeteorProcess = True) -> dict[str, float]:
     """BLEU1..BLEU4, METEOR, ROUGE_L and CIDEr (fractions) of one hypothesis per id against its references.
@@ -105,13 +113,11 @@ def caption_metrics(references: dict[str, list[str]], hypotheses: dict[str, str]
 
     gts = {k: [r.strip() for r in references[k]] for k in hypotheses}
     res = {k: [h.strip()] for k, h in hypotheses.items()}
-    bleu = Bleu(4).compute_score(gts, res, verbose=0)[0]  # verbose=0: same numbers, no prints
-    out = {f"BLEU{n}": float(b) for n, b in enumerate(bleu, start=1)}
-    if isinstance(meteor, MeteorProcess):
-        out["METEOR"] = meteor.score(gts, res)
-    elif meteor:
-        with MeteorProcess() as process:
-            out["METEOR"] = process.score(gts, res)
+    with open_meteor(meteor) as java:  # started first: it loads while BLEU is computed
+        bleu = Bleu(4).compute_score(gts, res, verbose=0)[0]  # verbose=0: same numbers, no prints
+        out = {f"BLEU{n}": float(b) for n, b in enumerate(bleu, start=1)}
+        if java is not None:
+            out["METEOR"] = java.score(gts, res)
     out["ROUGE_L"] = float(Rouge().compute_score(gts, res)[0])
     out["CIDEr"] = float(Cider().compute_score(gts, res)[0])
     return out

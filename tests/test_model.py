@@ -3,6 +3,8 @@
 Everything runs on a tiny random-init model (hidden 16, one layer per tower) and a batch of B=4 random
 videos (T=4 frames, D=12 features) with real WordPiece captions.
 """
+import math
+
 import pytest
 import torch
 
@@ -89,6 +91,21 @@ def test_all_losses_are_finite_scalars(model, batch):
     # Cross-entropy losses from random init are far from zero; NCE over >= 4 masked frames is > 0.
     for name in ("align", "cmlm", "cmfm", "decoder"):
         assert out[name].item() > 0.1, name
+
+
+def test_cmfm_starts_near_chance_with_wide_features(tok, tokenized):
+    """The NCE's logits are scaled by 1/sqrt(D): from random init, cmfm over K masked frames starts near its
+    chance level log K even for wide standardised features, instead of tens of nats that swamp the other
+    losses' gradients under multitask."""
+    wide = 1024
+    torch.manual_seed(0)
+    model = VideoLanguageModel(tiny_preset(), wide, len(tok), max_words=MAX_WORDS, max_frames=T)
+    video = torch.randn(B, T, wide, generator=torch.Generator().manual_seed(5))
+    batch = Batcher(tok, mask_prob=0.5).make(video, tokenized, torch.Generator().manual_seed(0))
+    k = int(batch["mfm_mask"].sum())
+    assert k >= 4
+    cmfm = model(batch, ["cmfm"])["cmfm"].item()
+    assert abs(cmfm - math.log(k)) < 1.5, (cmfm, math.log(k))
 
 
 # which parameter groups each loss must reach, and which it must not touch

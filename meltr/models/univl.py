@@ -13,7 +13,8 @@ Losses (names as in meltr-official.md §3, UniVL's order):
              the unimodal embeddings. The cosine term is ours: UniVL starts from pretrained encoders,
              and from random init a cross-encoder-only score learns far too slowly for a CPU budget.
     cmlm     conditioned masked language modelling through the cross encoder
-    cmfm     conditioned masked frame modelling, NCE against the batch's frame features
+    cmfm     conditioned masked frame modelling, NCE against the batch's frame features (standardised),
+             with dot products scaled by 1/sqrt(feature dim)
     m_joint, m_align   joint and align on the masked text and video (MELTR-UniVL's extra losses)
     decoder  caption generation, teacher forced, from the cross encoding of the context text (a
              transcript or subtitles; empty where a dataset has none) and the video: what captioning
@@ -265,7 +266,11 @@ class VideoLanguageModel(nn.Module):
         # (K, D): the masked frames' features as the model reads them; raw, their large shared offset dominates
         # the dot products and the NCE loss grows without bound (cmfm ~100+ instead of ~3)
         target = self.standardise(batch["video"][masked])
-        logits = pred @ target.t()  # NCE: each prediction against every masked frame in the batch
+        # NCE: each prediction against every masked frame in the batch. Scaled by 1/sqrt(D), as attention
+        # scales its dot products: UniVL's unscaled logits suit its small S3D features, but standardised
+        # features have norm ~sqrt(D) (D = 1920 for stacked TGIF frames), and unscaled the cmfm gradient into
+        # the shared encoders is ~40x the answer loss's, which then barely moves them under multitask.
+        logits = pred @ target.t() / math.sqrt(target.shape[-1])
         return F.cross_entropy(logits, torch.arange(logits.shape[0], device=logits.device))
 
     # ---------------------------------------------------------------- evaluation

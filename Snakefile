@@ -1,5 +1,7 @@
 # meltr: fine-tune video-language models with and without MELTR and measure what MELTR costs.
 # Reads like a table of contents: config, then one include per stage. Every rule calls the `meltr` CLI.
+import re
+
 from snakemake.utils import min_version, validate
 
 min_version("9.0")
@@ -19,6 +21,7 @@ wildcard_constraints:
     task="|".join(TASKS),
     method="|".join(METHODS),
     model="|".join(MODELS),
+    store="|".join(re.escape(s) for s in STORES),
 
 
 include: "workflow/rules/data.smk"

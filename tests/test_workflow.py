@@ -7,7 +7,9 @@ import shutil
 import subprocess
 from pathlib import Path
 
+import numpy as np
 import pytest
+import torch
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -58,6 +60,7 @@ def finished(tmp_path_factory) -> Path:
     """A tiny project after one full `snakemake --cores 2` run over every task family."""
     params = tiny_params(all_families=True)
     params["datasets"]["msrvtt"]["train"] = {"captioning": {"steps": 6}}  # a task's own train settings win
+    params["datasets"]["tgifqa"]["task_features"] = {"frameqa": {"num_frames": 4, "frames_per_token": 1}}
     project = make_project(tmp_path_factory.mktemp("workflow"), params)
     sh("snakemake", "--cores", "2", cwd=project)
     return project
@@ -93,6 +96,30 @@ def test_workflow_writes_summary_report_and_metrics(finished):
     for stage in ("synth", "prepare", "features", "report"):
         assert list((finished / "logs").glob(f"{stage}*")), stage
     assert (finished / "benchmarks/train/msrvtt.retrieval.meltr.tiny.tsv").exists()
+
+
+def test_a_task_with_its_own_feature_settings_gets_its_own_store(finished):
+    def store(name):
+        index = json.loads((finished / "results/features" / name / "index.json").read_text())
+        return index["num_frames"], index["frames_per_token"], set(index["video_ids"])
+
+    def videos(task):
+        return {json.loads(line)["video_id"] for split in ("train", "test")
+                for line in (finished / f"results/prepared/tgifqa/{task}/{split}.jsonl").open()}
+
+    frames, per_token, own = store("tgifqa.frameqa")
+    assert (frames, per_token) == (4, 1) and own == videos("frameqa")
+    frames, per_token, shared = store("tgifqa")  # the dataset's settings, for the other tasks only
+    assert (frames, per_token) == (24, 3) and shared == videos("action") | videos("count")
+    # each task trained on its store: 4 single frames are narrower tokens than 24 stacked by 3
+    def trained_dim(task):
+        return torch.load(finished / f"results/runs/tgifqa/{task}/finetune/tiny/model.pt", weights_only=False)["feature_dim"]
+
+    def store_dim(name):
+        return np.load(finished / "results/features" / name / "features.npy", mmap_mode="r").shape[-1]
+
+    assert trained_dim("frameqa") == store_dim("tgifqa.frameqa") == store_dim("tgifqa") // 3
+    assert trained_dim("action") == store_dim("tgifqa")
 
 
 def test_workflow_sweeps_sizes_and_reports_them_beside_the_committed_gpu_sweeps(finished):
@@ -131,6 +158,12 @@ def test_invalid_params_are_rejected_before_any_job(tmp_path):
     proc = sh("snakemake", "-n", cwd=project, check=False)
     assert proc.returncode != 0
     assert "bogus" in proc.stdout + proc.stderr
+    params = tiny_params()
+    params["datasets"]["tgifqa"]["task_features"] = {"transitoin": {"num_frames": 8}}  # not a TGIF-QA task
+    (tmp_path / "typo").mkdir()
+    proc = sh("snakemake", "-n", cwd=make_project(tmp_path / "typo", params), check=False)
+    assert proc.returncode != 0
+    assert "transitoin" in proc.stdout + proc.stderr
 
 
 def test_dvc_repro_then_status_clean(tmp_path):
@@ -215,7 +248,6 @@ def test_rerun_after_a_killed_training_job_resumes_it(tmp_path):
 def test_two_clean_runs_give_identical_results(tmp_path):
     """Same seed, same params.yaml, two fresh project folders: the same feature store bytes and the same
     quality columns in summary.csv (training and evaluation are deterministic on CPU)."""
-    import numpy as np
 
     runs = []
     for name in ("first", "second"):
@@ -228,7 +260,6 @@ def test_two_clean_runs_give_identical_results(tmp_path):
     quality = ("dataset", "task", "method", "model", "score", "R1", "R5", "R10", "MedR", "MeanR", "v2t_R1")
     rows = [[{k: r[k] for k in quality} for r in csv.DictReader((p / "results/summary.csv").open())] for p in runs]
     assert rows[0] == rows[1]
-    import torch
 
     for method in ("finetune", "multitask", "meltr"):  # bitwise, not just equal metrics
         ma, mb = (torch.load(p / f"results/runs/msrvtt/retrieval/{method}/tiny/model.pt", weights_only=False)["model"]

@@ -44,10 +44,31 @@ def grid(pattern):
     return [pattern.format(dataset=d, task=t, method=m, model=s) for d, t in CELLS for m in METHODS for s in MODELS]
 
 
-def prepared(wildcards):
-    """Every prepared task of a dataset: one feature store serves all of them."""
-    tasks = config["datasets"][wildcards.dataset]["tasks"]
-    return [f"results/prepared/{wildcards.dataset}/{t}/{split}.jsonl" for t in tasks for split in ("train", "test")]
+def task_feature_changes(dataset, task):
+    """A task's own changes to its dataset's features (`datasets.<name>.task_features.<task>`), or {}."""
+    return (config["datasets"][dataset].get("task_features") or {}).get(task) or {}
+
+
+def feature_store(dataset, task):
+    """The feature store a (dataset, task) cell reads: the dataset's, shared by its tasks, or the task's own
+    when it changes the feature settings."""
+    return f"{dataset}.{task}" if task_feature_changes(dataset, task) else dataset
+
+
+# Feature store name -> (dataset, the tasks it serves).
+STORES = {}
+for _d, _t in CELLS:
+    STORES.setdefault(feature_store(_d, _t), (_d, []))[1].append(_t)
+
+
+def features_dir(wildcards):
+    return f"results/features/{feature_store(wildcards.dataset, wildcards.task)}"
+
+
+def store_manifests(wildcards):
+    """The prepared manifests (train and test) of every task a feature store serves."""
+    dataset, tasks = STORES[wildcards.store]
+    return [f"results/prepared/{dataset}/{t}/{split}.jsonl" for t in tasks for split in ("train", "test")]
 
 
 def dataset_root(wildcards):
@@ -55,9 +76,12 @@ def dataset_root(wildcards):
     return config["datasets"][wildcards.dataset]["root"]
 
 
-def dataset_features(dataset):
-    """The features section with the dataset's own changes (`datasets.<name>.features`) laid over it."""
-    return {**config["features"], **(config["datasets"][dataset].get("features") or {})}
+def store_features(store):
+    """The features section with the dataset's changes (`datasets.<name>.features`) laid over it, then, for a
+    task's own store, the task's."""
+    dataset, tasks = STORES[store]
+    own = task_feature_changes(dataset, tasks[0]) if store != dataset else {}
+    return {**config["features"], **(config["datasets"][dataset].get("features") or {}), **own}
 
 
 def task_train(dataset, task):

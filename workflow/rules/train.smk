@@ -8,7 +8,7 @@ rule train:
         throughput=RUN_THROUGHPUT,
     input:
         train=PREPARED + "/train.jsonl",
-        features="results/features/{dataset}",
+        features=features_dir,
         code=code("data", "models", "combiners", "meta", "features/store.py", "train.py"),
     params:
         out=lambda wc, output: os.path.dirname(output.model),
@@ -36,7 +36,7 @@ rule evaluate:
     input:
         model=RUN_MODEL,
         test=PREPARED + "/test.jsonl",
-        features="results/features/{dataset}",
+        features=features_dir,
         code=code("data", "models", "metrics", "features/store.py", "train.py", "evaluate.py"),
     params:
         device=config["train"]["device"],

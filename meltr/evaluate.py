@@ -93,7 +93,11 @@ class _Eval:
         v, vm = self._video(video)
         sim = self.model.retrieval_scores(text.ids.to(self.dev), text.mask.to(self.dev), v, vm)
         sim = sim.float().cpu().numpy()
-        return {"chance_R1": 100.0 / len(records), "t2v": retrieval_metrics(sim), "v2t": retrieval_metrics(sim.T)}
+        t2v, n = retrieval_metrics(sim), len(records)
+        # Random scores put each caption's clip first with probability 1/n, independently per caption
+        hits = round(t2v["R1"] * n / 100)
+        return {"chance_R1": 100.0 / n, "t2v": t2v, "v2t": retrieval_metrics(sim.T),
+                "chance_p_value": chance_p_value(hits, n, 1.0 / n)}
 
     def captioning(self, records, video, beam_size: int, meteor: bool) -> dict:
         refs = {r["id"]: list(r["captions"]) for r in records}

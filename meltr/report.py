@@ -110,6 +110,8 @@ def _load_run(run_dir: Path) -> dict:
     if family not in HEADLINE:
         raise MeltrError(f"{mpath}: key 'family' expected one of {', '.join(HEADLINE)}, got {family!r}")
     row["metric"], row["baseline"] = HEADLINE[family][0], math.nan
+    # retrieval and multiple choice: the probability of doing as well by chance (absent from older metrics)
+    row["chance_p"] = _number(metrics, "chance_p_value", mpath) if "chance_p_value" in metrics else math.nan
     if family == "retrieval":
         row["chance_R1"] = row["baseline"] = _number(metrics, "chance_R1", mpath)
         t2v, v2t = _section(metrics, "t2v", mpath), _section(metrics, "v2t", mpath)
@@ -129,8 +131,6 @@ def _load_run(run_dir: Path) -> dict:
         row["score"] = _number(metrics, "accuracy", mpath)
         key = "chance_accuracy" if family == "multiple_choice" else "most_frequent_answer_accuracy"
         row["baseline"] = _number(metrics, key, mpath)
-        if family == "multiple_choice":  # absent from metrics written before it existed
-            row["chance_p"] = _number(metrics, "chance_p_value", mpath) if "chance_p_value" in metrics else math.nan
         row["out_of_vocabulary"] = metrics.get("out_of_vocabulary") if family == "open_ended" else None
 
     for key in THROUGHPUT_KEYS:
@@ -373,9 +373,10 @@ _COST_COLS = [
 ]
 # Per family: (title, quality columns)
 _FAMILY_TABLES = {
-    "retrieval": ("Text-to-video retrieval (percent; MedR is a rank, lower is better)",
+    "retrieval": ("Text-to-video retrieval (percent; MedR is a rank, lower is better; p: the exact binomial "
+                  "probability of at least this t2v R@1 with random scores)",
                   [("t2v R@1", "R1", 2), ("t2v R@5", "R5", 2), ("t2v R@10", "R10", 2), ("t2v MedR", "MedR", 1),
-                   ("v2t R@1", "v2t_R1", 2), ("chance R@1", "chance_R1", 2)]),
+                   ("v2t R@1", "v2t_R1", 2), ("chance R@1", "chance_R1", 2), ("p", "chance_p", None)]),
     "captioning": ("Captioning (pycocoevalcap scorers as nlg-eval calls them; fractions)",
                    [("BLEU-4", "BLEU4", 4), ("METEOR", "METEOR", 4), ("ROUGE-L", "ROUGE_L", 4),
                     ("CIDEr", "CIDEr", 4), ("CIDEr greedy", "CIDEr_greedy", 4)]),

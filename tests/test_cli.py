@@ -7,6 +7,7 @@ import pytest
 
 from conftest import make_tiny_msrvtt
 from meltr.cli import main
+from meltr.metrics import chance_p_value
 
 
 @pytest.fixture(scope="module")
@@ -135,6 +136,10 @@ def test_on_bad_video_skip_lists_them_and_training_goes_on(broken, capsys):
     test_ids = {json.loads(line)["video"] for line in (root / "prep/test.jsonl").read_text().splitlines()}
     assert metrics["skipped"]["videos"] == sorted(set(bad) & test_ids)
     assert metrics["n_test"] == len(test_ids) - len(set(bad) & test_ids)
+    # retrieval's chance p-value: R@1 hits against 1/n per caption
+    n = metrics["n_test"]
+    assert metrics["chance_R1"] == pytest.approx(100 / n)
+    assert metrics["chance_p_value"] == pytest.approx(chance_p_value(round(metrics["t2v"]["R1"] * n / 100), n, 1 / n))
 
 
 def test_a_loss_that_stays_nan_stops_training_with_one_line(prepared, tmp_path, capsys):

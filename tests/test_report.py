@@ -25,7 +25,7 @@ def make_run(root, method, model="tiny", dataset="msrvtt", r1=None, sps=None, me
     r1, sps, mem, meta = (v if v is not None else dv for v, dv in zip((r1, sps, mem, meta), defaults))
     metrics = {
         "dataset": dataset, "task": "retrieval", "method": method, "model": model, "n_test": 60,
-        "chance_R1": 1.6667,
+        "chance_R1": 1.6667, "chance_p_value": 2.5e-07,
         "t2v": {"R1": r1, "R5": r1 + 20, "R10": r1 + 30, "MedR": 12.5, "MeanR": 18.25},
         "v2t": {"R1": r1 - 1, "R5": r1 + 18, "R10": r1 + 28, "MedR": 14.0, "MeanR": 19.5},
     }
@@ -109,6 +109,7 @@ def test_report_md(built):
     assert "MELTR ran at 0.50× the throughput of multi-task fine-tuning and 0.40× the throughput of " \
            "standard fine-tuning" in md
     assert "chance 1.67" in md
+    assert "| 1.67 | 2.5e-07 |" in md  # chance R@1, then the probability of this R@1 with random scores
     assert "](quality_vs_throughput.png)" in md and "](meltr_weights.png)" in md
     assert "How this was measured" in md and "median" in md and "cpu" in md
 

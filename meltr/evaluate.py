@@ -71,6 +71,11 @@ def evaluate(checkpoint: str, test_manifest: str, features_dir: str, out: str, d
     return metrics
 
 
+def _p_above_chance(percent: float, n: int, chance: float) -> float:
+    """chance_p_value of a percentage of n items (R@1, accuracy), from the count behind it."""
+    return chance_p_value(round(percent * n / 100), n, chance)
+
+
 class _Eval:
     def __init__(self, model, tokenizer, max_words: int, device: torch.device):
         self.model, self.tok, self.max_words, self.dev = model, tokenizer, max_words, device
@@ -95,9 +100,8 @@ class _Eval:
         sim = sim.float().cpu().numpy()
         t2v, n = retrieval_metrics(sim), len(records)
         # Random scores put each caption's clip first with probability 1/n, independently per caption
-        hits = round(t2v["R1"] * n / 100)
         return {"chance_R1": 100.0 / n, "t2v": t2v, "v2t": retrieval_metrics(sim.T),
-                "chance_p_value": chance_p_value(hits, n, 1.0 / n)}
+                "chance_p_value": _p_above_chance(t2v["R1"], n, 1.0 / n)}
 
     def captioning(self, records, video, beam_size: int, meteor: bool) -> dict:
         refs = {r["id"]: list(r["captions"]) for r in records}
@@ -135,8 +139,8 @@ class _Eval:
             preds += logits.argmax(1).tolist()
         acc = qa_accuracy({r["id"]: p for r, p in zip(records, preds)}, {r["id"]: r["answer"] for r in records})
         chance = 1.0 / len(records[0]["options"])
-        correct = round(acc["accuracy"] * acc["n"] / 100)  # the count behind the accuracy
-        return {"chance_accuracy": 100.0 * chance, **acc, "chance_p_value": chance_p_value(correct, acc["n"], chance)}
+        return {"chance_accuracy": 100.0 * chance, **acc,
+                "chance_p_value": _p_above_chance(acc["accuracy"], acc["n"], chance)}
 
     def _pooled(self, records, video) -> torch.Tensor:
         q = tokenize(self.tok, [r["question"] for r in records], self.max_words,

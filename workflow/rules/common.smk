@@ -78,9 +78,9 @@ def dataset_root(wildcards):
 
 def store_features(store):
     """The features section with the dataset's changes (`datasets.<name>.features`) laid over it, then, for a
-    task's own store, the task's."""
+    task's own store, the task's (the tasks of a dataset's store have none)."""
     dataset, tasks = STORES[store]
-    own = task_feature_changes(dataset, tasks[0]) if store != dataset else {}
+    own = task_feature_changes(dataset, tasks[0])
     return {**config["features"], **(config["datasets"][dataset].get("features") or {}), **own}
 
 

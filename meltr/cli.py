@@ -14,6 +14,7 @@ import logging
 import sys
 import typing
 
+from .data.synth import WRITERS
 from .errors import MeltrError
 
 log = logging.getLogger("meltr")
@@ -58,13 +59,10 @@ def _optional(kind):
 # ------------------------------------------------------------------ function keywords <-> flags
 # `synth` and `prepare` serve four datasets whose writers and loaders take different keywords: the flags are
 # the union of those keywords, and a flag the chosen dataset does not take is an error, not ignored.
-SYNTH = {"msrvtt": "synth.synth_msrvtt", "youcook2": "synth_youcook2.synth_youcook2",
-         "tgifqa": "synth_tgifqa.synth_tgifqa", "tvqa": "synth_tvqa.synth_tvqa"}
-
-
-def _function(dotted: str):
-    module, name = dotted.rsplit(".", 1)
-    return getattr(importlib.import_module(f"meltr.data.{module}"), name)
+def _function(spec: str):
+    """'package.module:function' -> the function."""
+    module, name = spec.split(":")
+    return getattr(importlib.import_module(module), name)
 
 
 def _add_keyword_flags(parser: argparse.ArgumentParser, functions) -> list[str]:
@@ -105,7 +103,7 @@ def _collect(args: argparse.Namespace, cls, prefix: str = "") -> dict:
 
 # ------------------------------------------------------------------ subcommands
 def cmd_synth(args) -> None:
-    fn = _function(SYNTH[args.dataset])
+    fn = _function(WRITERS[args.dataset])
     kwargs = _pick_keywords(args, fn, args.keyword_flags, f"synth --dataset {args.dataset}")
     print(json.dumps(fn(args.out, **kwargs), default=str))
 
@@ -131,7 +129,8 @@ def cmd_data_check(args) -> None:
 
 
 def cmd_features(args) -> None:
-    from .features.extract import FeatureConfig, extract_features
+    from .config import FeatureConfig
+    from .features.extract import extract_features
     from .io import read_jsonl
 
     if args.threads:
@@ -149,16 +148,13 @@ def cmd_features(args) -> None:
 
 
 def cmd_train(args) -> None:
-    from .combiners.meltr import MeltrConfig
-    from .train import TrainConfig, train
+    from .config import MeltrConfig, TrainConfig
+    from .train.loop import train
 
     fields = _collect(args, TrainConfig)
     fields["meltr"] = _collect(args, MeltrConfig, prefix="meltr_")
-    try:
-        cfg = TrainConfig(**fields)
-        MeltrConfig(**fields["meltr"])  # validate even when the method is not meltr
-    except ValueError as exc:
-        raise MeltrError(str(exc)) from None
+    cfg = TrainConfig(**fields)
+    MeltrConfig(**fields["meltr"])  # validate even when the method is not meltr
     print(json.dumps(train(args.train_manifest, args.features, args.out, cfg)))
 
 
@@ -175,15 +171,15 @@ def cmd_evaluate(args) -> None:
 
 
 def cmd_report(args) -> None:
-    from .report import build_report
+    from .report.build import build_report
 
     build_report(args.runs, args.summary, args.report_dir, args.metrics, scaling=args.scaling,
                  scaling_csv=args.scaling_csv, slopes_csv=args.slopes_csv, memory_budgets_gb=args.memory_budgets_gb)
 
 
 def cmd_bench_meltr_step(args) -> None:
-    from .bench import bench_meltr_step, format_table
-    from .combiners.meltr import MeltrConfig
+    from .bench.meltr_step import bench_meltr_step, format_table
+    from .config import MeltrConfig
     from .io import write_json
 
     if args.threads:
@@ -202,8 +198,8 @@ def cmd_bench_meltr_step(args) -> None:
 
 
 def cmd_bench_scaling(args) -> None:
-    from .combiners.meltr import MeltrConfig
-    from .scaling import GRIDS, ScalingConfig, format_table, sweep
+    from .bench.scaling import GRIDS, format_table, sweep
+    from .config import MeltrConfig, ScalingConfig
 
     if args.threads:
         import torch
@@ -211,7 +207,7 @@ def cmd_bench_scaling(args) -> None:
         torch.set_num_threads(args.threads)
     cfg = ScalingConfig(**{**GRIDS[args.grid], **_collect(args, ScalingConfig)},
                         meltr=_collect(args, MeltrConfig, prefix="meltr_"))
-    from .parallel import is_distributed
+    from .train.parallel import is_distributed
 
     result = sweep(cfg, out_json=args.json)
     if not is_distributed() or __import__("torch").distributed.get_rank() == 0:
@@ -230,7 +226,7 @@ class _Lazy:
 
     def flags(self, parser, **kw) -> None:
         if self.wanted:
-            _add_dataclass_flags(parser, getattr(importlib.import_module(self.module, "meltr"), self.name), **kw)
+            _add_dataclass_flags(parser, getattr(importlib.import_module(self.module), self.name), **kw)
 
 
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
@@ -238,10 +234,10 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     def want(*names):
         return command is None or command in names
 
-    MeltrConfig = _Lazy(".combiners.meltr", "MeltrConfig", want("train", "bench"))
-    FeatureConfig = _Lazy(".features.extract", "FeatureConfig", want("features"))
-    TrainConfig = _Lazy(".train", "TrainConfig", want("train"))
-    ScalingConfig = _Lazy(".scaling", "ScalingConfig", want("bench"))
+    MeltrConfig = _Lazy("meltr.config", "MeltrConfig", want("train", "bench"))
+    FeatureConfig = _Lazy("meltr.config", "FeatureConfig", want("features"))
+    TrainConfig = _Lazy("meltr.config", "TrainConfig", want("train"))
+    ScalingConfig = _Lazy("meltr.config", "ScalingConfig", want("bench"))
 
     parser = argparse.ArgumentParser(prog="meltr", description=__doc__.splitlines()[0])
     parser.add_argument("-v", "--verbose", action="store_true")
@@ -250,9 +246,9 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     from .data.registry import DATASETS, loader
 
     p = sub.add_parser("synth", help="write a synthetic dataset in the real on-disk format")
-    p.add_argument("--dataset", choices=list(SYNTH), default="msrvtt")
+    p.add_argument("--dataset", choices=list(WRITERS), default="msrvtt")
     p.add_argument("--out", required=True)
-    p.set_defaults(func=cmd_synth, keyword_flags=_add_keyword_flags(p, [_function(f) for f in SYNTH.values()]))
+    p.set_defaults(func=cmd_synth, keyword_flags=_add_keyword_flags(p, [_function(f) for f in WRITERS.values()]))
 
     loaders = [loader(d) for d in DATASETS]
     p = sub.add_parser("prepare", help="parse a dataset's own files into normalised JSONL manifests")

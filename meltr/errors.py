@@ -5,7 +5,7 @@ The CLI turns a `MeltrError` into a single line on stderr and exit code 2, never
 from __future__ import annotations
 
 
-class MeltrError(Exception):
+class MeltrError(ValueError):
     """Bad input or configuration. `str(err)` is the whole one-line message."""
 
     exit_code = 2

@@ -14,14 +14,15 @@ import torch
 
 from .data.batching import Batcher, tokenize
 from .data.records import read_records
-from .data.samplers import option_texts
+from .data.samplers import option_texts, text_length
 from .errors import MeltrError
 from .features.store import FeatureStore
 from .io import write_json
 from .metrics import caption_metrics, chance_p_value, count_mse, qa_accuracy, retrieval_metrics
 from .metrics.captioning import open_meteor
 from .models.tokenizer import load_tokenizer
-from .train import build_model, resolve_device, text_length
+from .models.build import build_model
+from .train.device import resolve_device
 
 CHUNK = 32  # records per forward at evaluation
 

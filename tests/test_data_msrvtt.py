@@ -12,7 +12,8 @@ import pytest
 
 from meltr.data.msrvtt import TASKS, load_msrvtt, prepare_msrvtt
 from meltr.data.records import check_records
-from meltr.data.synth import COLOURS, SHAPES, synth_msrvtt
+from meltr.data.synth.common import COLOURS, SHAPES
+from meltr.data.synth.msrvtt import synth_msrvtt
 from meltr.errors import MeltrError
 from meltr.io import read_jsonl
 

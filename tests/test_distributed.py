@@ -10,12 +10,13 @@ import torch.multiprocessing as mp
 
 from meltr.combiners import build_combiner
 from meltr.data.batching import Batcher, tokenize
-from meltr.meta.meltr_net import NET_PRESETS, MeltrNetPreset
+from meltr.meta.net import NET_PRESETS, MeltrNetPreset
 from meltr.models.presets import ModelPreset
 from meltr.models.tokenizer import load_tokenizer
-from meltr.models.univl import LOSS_NAMES, VideoLanguageModel
-from meltr.parallel import wrap_ddp
-from meltr.train import run_step
+from meltr.models.losses import LOSS_NAMES
+from meltr.models.univl import VideoLanguageModel
+from meltr.train.parallel import wrap_ddp
+from meltr.train.loop import run_step
 
 CAPTIONS = ["a red circle moves left", "a blue square moves up", "a green cross moves down", "a white bar"]
 
@@ -91,7 +92,7 @@ def _data(seed: int):
 
 
 def _meltr_net():
-    from meltr.meta.meltr_net import MetaLossTransformer
+    from meltr.meta.net import MetaLossTransformer
 
     torch.manual_seed(1)
     return MetaLossTransformer(3, f_dim=8, h1=4, h2=8, heads=2).eval()

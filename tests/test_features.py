@@ -3,7 +3,8 @@ import numpy as np
 import pytest
 
 from meltr.errors import MeltrError
-from meltr.features.extract import FeatureConfig, build_backbone, embed_frames
+from meltr.config import FeatureConfig
+from meltr.features.extract import build_backbone, embed_frames
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -13,7 +13,7 @@ from torch.func import functional_call
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from meltr.meta.hypergradient import ESTIMATORS, hypergradient
-from meltr.meta.meltr_net import MetaLossTransformer
+from meltr.meta.net import MetaLossTransformer
 
 M = 4  # task losses in the MLP problem
 
@@ -191,7 +191,8 @@ def vlm_problem(dtype, dropout):
     from meltr.data.batching import Batcher, tokenize
     from meltr.models.presets import ModelPreset
     from meltr.models.tokenizer import load_tokenizer
-    from meltr.models.univl import LOSS_NAMES, VideoLanguageModel
+    from meltr.models.losses import LOSS_NAMES
+    from meltr.models.univl import VideoLanguageModel
 
     tok = load_tokenizer()
     torch.manual_seed(0)

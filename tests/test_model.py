@@ -11,7 +11,8 @@ import torch
 from meltr.data.batching import Batcher, tokenize
 from meltr.models.presets import ModelPreset
 from meltr.models.tokenizer import load_tokenizer
-from meltr.models.univl import ALL_LOSSES, LOSS_NAMES, PRIMARY, TASK_LOSSES, VideoLanguageModel
+from meltr.models.losses import ALL_LOSSES, LOSS_NAMES, PRIMARY, TASK_LOSSES
+from meltr.models.univl import VideoLanguageModel
 
 B, T, D, MAX_WORDS = 4, 4, 12, 10
 CAPTIONS = [

@@ -6,7 +6,8 @@ import pandas as pd
 import pytest
 
 from meltr.errors import MeltrError
-from meltr.report import COLUMNS, build_report, collect_runs, throughput_ratios
+from meltr.report.build import build_report
+from meltr.report.runs import COLUMNS, collect_runs, throughput_ratios
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

@@ -9,7 +9,8 @@ import torch
 
 from meltr.cli import main
 from meltr.errors import MeltrError
-from meltr.models.presets import PRESETS, parameter_count
+from meltr.models.build import parameter_count
+from meltr.models.presets import PRESETS
 
 
 def test_presets_span_tiny_to_billions_and_their_names_match_their_counts():
@@ -46,7 +47,11 @@ def test_bench_scaling_records_every_point_with_its_costs_and_ratios(tmp_path, c
     assert k1["flops_per_step"] == pytest.approx(k1["flops_step"] + k1["flops_meta"])
     assert k2["flops_per_step"] == pytest.approx(k2["flops_step"] + k2["flops_meta"] / 2)
     mt = by[("multitask", None)]
+    # One round: the per-round ratio is the ratio of the two windows' samples/s, and one round is too few to
+    # tell its spread, so the ratio is marked unusable.
     assert k1["ratio_vs_multitask"] == pytest.approx(k1["samples_per_s"] / mt["samples_per_s"])
+    assert k1["ratio_vs_multitask_usable"] is False and k1["ratio_vs_multitask_iqr"] == 0
+    assert result["interleaved"] is True and all(p["interleaved"] for p in points)
     assert k1["mem_ratio_vs_multitask"] == pytest.approx(k1["peak_mem_mb"] / mt["peak_mem_mb"])
     # Finetune computes one loss: its counted FLOPs are well below multitask's eight.
     assert by[("finetune", None)]["flops_step"] < 0.5 * mt["flops_step"]
@@ -54,19 +59,21 @@ def test_bench_scaling_records_every_point_with_its_costs_and_ratios(tmp_path, c
 
 
 def test_an_out_of_memory_point_is_a_result_and_the_sweep_goes_on(tmp_path, monkeypatch):
-    from meltr import scaling
+    from meltr.bench import runner
 
-    real_run = scaling.SizedRun.run
+    real_run = runner.Contender.run
 
-    def run(self, n, k=None, record=True):
+    def run(self, n, window=None):
         if self.name == "multitask":  # builds, then runs out of memory in its first steps
             raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
-        return real_run(self, n, k, record)
+        return real_run(self, n, window)
 
-    monkeypatch.setattr(scaling.SizedRun, "run", run)
+    monkeypatch.setattr(runner.Contender, "run", run)
     result = _sweep(tmp_path)
     mt = [p for p in result["points"] if p["method"] == "multitask"]
     assert len(mt) == 1 and mt[0]["oom"] is True and mt[0]["oom_stage"] == "warm-up"
+    # It ran out of memory beside finetune, so the cell was measured again one method at a time.
+    assert all(p["interleaved"] is False for p in result["points"])
     assert "Tried to allocate" in mt[0]["error"]
     meltr = [p for p in result["points"] if p["method"].startswith("meltr")]
     assert len(meltr) == 2 and all(p["samples_per_s"] > 0 for p in meltr)  # measured after the failure
@@ -75,14 +82,15 @@ def test_an_out_of_memory_point_is_a_result_and_the_sweep_goes_on(tmp_path, monk
 
 def test_lora_trains_only_adapters_and_meltr_takes_its_hypergradient_over_them():
     from meltr.combiners import build_combiner
-    from meltr.combiners.meltr import _trainable
-    from meltr.models.univl import PRIMARY, task_losses
-    from meltr.scaling import scaling_batches
-    from meltr.train import build_model, run_step
+    from meltr.combiners.meltr import trainable
+    from meltr.models.losses import PRIMARY, task_losses
+    from meltr.bench.runner import synthetic_batches
+    from meltr.models.build import build_model
+    from meltr.train.loop import run_step
 
     torch.manual_seed(0)
     model = build_model("micro", 16, 30522, 8, 4, seed=0, adapters="lora", lora_rank=4)
-    names, params = _trainable(model)
+    names, params = trainable(model)
     assert names and all("lora_" in n or n.split(".")[0] in ("align_head", "logit_scale", "mfm_head", "mc_head",
                                                              "oe_head", "count_head", "lm_transform", "lm_bias")
                          for n in names)
@@ -94,7 +102,7 @@ def test_lora_trains_only_adapters_and_meltr_takes_its_hypergradient_over_them()
                                "dropout": 0.0})
     net_before = torch.cat([p.detach().reshape(-1) for p in combiner.net.parameters()]).clone()
     opt = torch.optim.AdamW(params, lr=1e-2)
-    batches = scaling_batches(3, 2, 4, 8, 16, 0, torch.device("cpu"))
+    batches = synthetic_batches(3, 2, 4, 8, 16, 0, torch.device("cpu"))
     for step, batch in enumerate(batches, 1):
         r = run_step(model, combiner, opt, params, batch, step, step, torch.device("cpu"))
         assert r.meta is not None and not r.meta["meta_skipped"]
@@ -116,7 +124,7 @@ def _point(size, params, method, k, sps, mem, **extra):
 
 
 def test_scaling_report_fits_slopes_and_the_largest_size_that_fits(tmp_path):
-    from meltr.scaling_report import build_scaling, largest_fit, load_points, slopes
+    from meltr.report.scaling import build_scaling, largest_fit, load_points, slopes
 
     points = []
     for size, params, ratio, mem in [("a", 1e6, 0.5, 1000.0), ("b", 1e7, 0.6, 2000.0), ("c", 1e8, 0.7, 3000.0)]:
@@ -147,7 +155,7 @@ def test_scaling_report_fits_slopes_and_the_largest_size_that_fits(tmp_path):
 
 
 def test_a_malformed_scaling_file_is_one_clear_error(tmp_path):
-    from meltr.scaling_report import load_points
+    from meltr.report.scaling import load_points
 
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps({"device": "x", "precision": "fp32", "points": [{"size": "a", "params": 1}]}))

@@ -12,10 +12,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from meltr.data.synth import COLOURS, SHAPES
-from meltr.data.synth_tgifqa import ACTION_PHRASES, COUNT_ANSWERS, COUNT_FRAMES, synth_tgifqa
-from meltr.data.synth_tvqa import ACTION_3RD, SHOWS, synth_tvqa
-from meltr.data.synth_youcook2 import synth_youcook2
+from meltr.data.synth.common import COLOURS, SHAPES
+from meltr.data.synth.tgifqa import ACTION_PHRASES, COUNT_ANSWERS, COUNT_FRAMES, synth_tgifqa
+from meltr.data.synth.tvqa import ACTION_3RD, SHOWS, synth_tvqa
+from meltr.data.synth.youcook2 import synth_youcook2
 from meltr.errors import MeltrError
 
 YC = dict(n_train_videos=3, n_val_videos=2, segments_per_video=2, size=32, fps=4)

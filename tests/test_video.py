@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from meltr.data.synth import COLOURS, synth_msrvtt
+from meltr.data.synth.common import COLOURS
+from meltr.data.synth.msrvtt import synth_msrvtt
 from meltr.data.video import frame_indices, sample_frames
 from meltr.errors import MeltrError
 

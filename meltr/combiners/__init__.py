@@ -3,7 +3,8 @@ from __future__ import annotations
 
 from ..errors import MeltrError
 from .base import Finetune, LossCombiner, Multitask
-from .meltr import MeltrCombiner, MeltrConfig
+from ..config import MeltrConfig
+from .meltr import MeltrCombiner
 
 REGISTRY: dict[str, type[LossCombiner]] = {c.name: c for c in (Finetune, Multitask, MeltrCombiner)}
 

@@ -18,58 +18,18 @@ from __future__ import annotations
 
 import contextlib
 import random
-from dataclasses import dataclass
 
 import torch
 from torch import nn
 from torch.func import functional_call
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from ..meta.hypergradient import ESTIMATORS, NEEDS_MATH_SDPA, grads_or_zeros, hypergradient
-from ..meta.meltr_net import NET_PRESETS, MetaLossTransformer
-from ..parallel import all_reduce_mean, is_fsdp
+from ..meta.hypergradient import NEEDS_MATH_SDPA, grads_or_zeros, hypergradient
+from ..meta.net import NET_PRESETS, MetaLossTransformer
+from ..train.parallel import all_reduce_mean, is_fsdp
+from ..config import MeltrConfig
 from ..rng import seeded
 from .base import LossCombiner
-
-
-@dataclass
-class MeltrConfig:
-    k: int = 3                      # meta step every k backbone steps
-    buffer_size: int = 10           # replay buffer of recent training batches
-    buffer_eviction: str = "fifo"   # fifo (UniVL) | random (Violet, All-in-one: a random slot, newer ones likelier)
-    optimizer: str = "adam"         # meta optimiser: adam (UniVL, All-in-one) | adamw (Violet)
-    lr: float = 1e-3                # UniVL's lr_vnet
-    beta1: float = 0.9
-    beta2: float = 0.999            # Violet and All-in-one: 0.98
-    weight_decay: float = 3e-5
-    clip: float = 50.0              # max norm of phi's gradient
-    gamma: float = 0.0              # regulariser weight (UniVL: off by default; Violet/All-in-one: 0.1)
-    reg_direct: bool = False        # add the regulariser's direct d/dphi term (the official code drops it)
-    estimator: str = "double_backward"
-    net: str = "univl"              # size preset of the Meta Loss Transformer
-    dropout: float = 0.0            # UniVL runs MELTR in eval mode
-    neumann_terms: int = 3
-    neumann_alpha: float = 1e-2
-    fd_eps: float = 3e-4             # finite-difference radius, relative to |v|
-    meta_batches: str = "replay"    # replay (official) | current (ours: the step's own batch and forward)
-    seed: int = 0
-
-    def __post_init__(self):
-        if self.k < 1 or self.buffer_size < 1:
-            raise ValueError(f"meltr.k and meltr.buffer_size must be >= 1, got {self.k}, {self.buffer_size}")
-        if self.estimator not in ESTIMATORS:
-            raise ValueError(f"meltr.estimator {self.estimator!r}: expected one of {ESTIMATORS}")
-        if self.meta_batches not in ("replay", "current"):
-            raise ValueError(f"meltr.meta_batches {self.meta_batches!r}: expected 'replay' or 'current'")
-        if self.meta_batches == "current" and self.estimator not in ("finite_difference", "jvp"):
-            raise ValueError(f"meltr.meta_batches 'current' reuses the step's first-order graph: expected "
-                             f"estimator finite_difference or jvp, got {self.estimator!r}")
-        if self.buffer_eviction not in ("fifo", "random"):
-            raise ValueError(f"meltr.buffer_eviction {self.buffer_eviction!r}: expected 'fifo' or 'random'")
-        if self.optimizer not in ("adam", "adamw"):
-            raise ValueError(f"meltr.optimizer {self.optimizer!r}: expected 'adam' or 'adamw'")
-        if self.net not in NET_PRESETS:
-            raise ValueError(f"meltr.net {self.net!r}: expected one of {sorted(NET_PRESETS)}")
 
 
 class MeltrCombiner(LossCombiner):
@@ -120,8 +80,8 @@ class MeltrCombiner(LossCombiner):
         seed_t, seed_v = self.rng.randrange(2**31), self.rng.randrange(2**31)
         if is_fsdp(model):
             return self._meta_step_sharded(model, batch_t, batch_v, seed_t, seed_v)
-        names, params = _trainable(model)
-        task_losses = self._task_losses(model, names, batch_t, seed_t)
+        names, params = trainable(model)
+        task_losses = self.task_loss_fn(model, names, batch_t, seed_t)
 
         def val_loss(ps):
             loss = _call(model, names, ps, batch_v, (self.primary,), seed_v)[self.primary]
@@ -131,7 +91,7 @@ class MeltrCombiner(LossCombiner):
 
         with self._kernel():
             grads = hypergradient(self.net, task_losses, val_loss, params, self.cfg.estimator,
-                                  **self._options())
+                                  **self.estimator_options())
             if self.cfg.gamma and self.cfg.reg_direct:
                 with torch.no_grad():
                     vec = task_losses(params)
@@ -157,7 +117,7 @@ class MeltrCombiner(LossCombiner):
                 return model(batch_v, (self.primary,))[self.primary]
 
         grads = hypergradient(self.net, task_losses, val_loss, params, "finite_difference", inplace=True,
-                              **self._options())
+                              **self.estimator_options())
         return self._update_net(grads)
 
     # ------------------------------------------------------------------ ours: the step's own batch
@@ -170,21 +130,22 @@ class MeltrCombiner(LossCombiner):
         loss vector, so finite_difference needs one extra forward in all (~3F instead of 8F)."""
         if not self.keeps_graph(step):
             return None
-        names, params = _trainable(model)
+        names, params = trainable(model)
         val = losses[0] + (self._regulariser(losses) if self.cfg.gamma else 0)
         v = grads_or_zeros(val, params)
-        task_losses = self._task_losses(model, names, batch, seed)
+        task_losses = self.task_loss_fn(model, names, batch, seed)
         with self._kernel():
             # finite_difference perturbs W in place: no second copy of the parameters at the memory peak
             grads = hypergradient(self.net, task_losses, None, params, self.cfg.estimator, v=v,
                                   losses=losses.detach(), inplace=self.cfg.estimator == "finite_difference",
-                                  **self._options())
+                                  **self.estimator_options())
             if self.cfg.gamma and self.cfg.reg_direct:
                 grads = self._add_direct(grads, losses.detach())
         return self._update_net(grads)
 
     # ------------------------------------------------------------------ shared pieces
-    def _task_losses(self, model, names, batch, seed):
+    def task_loss_fn(self, model, names, batch, seed):
+        """L(W') on `batch` as a function of the parameters W' (named `names`), dropout seeded by `seed`."""
         def task_losses(ps):
             out = _call(model, names, ps, batch, self.loss_names, seed)
             return torch.stack([out[n] for n in self.loss_names])
@@ -193,7 +154,8 @@ class MeltrCombiner(LossCombiner):
     def _regulariser(self, vec: torch.Tensor) -> torch.Tensor:
         return self.cfg.gamma * (vec.sum() - self.net(vec)).abs()
 
-    def _options(self) -> dict:
+    def estimator_options(self) -> dict:
+        """The estimator's own settings, as `hypergradient` takes them."""
         c = self.cfg
         return {"neumann_terms": c.neumann_terms, "neumann_alpha": c.neumann_alpha, "fd_eps": c.fd_eps}
 
@@ -219,7 +181,8 @@ class MeltrCombiner(LossCombiner):
         return {"meta_skipped": False, "meta_grad_norm": float(norm)}
 
 
-def _trainable(model: nn.Module):
+def trainable(model: nn.Module) -> tuple[list[str], list[torch.Tensor]]:
+    """The names and tensors of the parameters that train (MELTR's hypergradient is over these)."""
     named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     return [n for n, _ in named], [p for _, p in named]
 

@@ -18,20 +18,20 @@ from .records import check_records
 
 @dataclass(frozen=True)
 class DatasetSpec:
-    module: str                 # meltr.data.<module>
+    module: str                 # the loader's module, named in full (the workflow reads these names)
     loader: str                 # its load function: loader(root, task, **options) -> {split: records}
     tasks: dict[str, str]       # task -> task family (records.TASK_KEYS)
     eval_split: str             # the split the papers report on
 
 
 DATASETS: dict[str, DatasetSpec] = {
-    "msrvtt": DatasetSpec("msrvtt", "load_msrvtt", {"retrieval": "retrieval", "captioning": "captioning"}, "test"),
-    "youcook2": DatasetSpec("youcook2", "load_youcook2", {"retrieval": "retrieval", "captioning": "captioning"},
+    "msrvtt": DatasetSpec("meltr.data.msrvtt", "load_msrvtt", {"retrieval": "retrieval", "captioning": "captioning"}, "test"),
+    "youcook2": DatasetSpec("meltr.data.youcook2", "load_youcook2", {"retrieval": "retrieval", "captioning": "captioning"},
                             "val"),
-    "tgifqa": DatasetSpec("tgifqa", "load_tgifqa", {"action": "multiple_choice", "transition": "multiple_choice",
+    "tgifqa": DatasetSpec("meltr.data.tgifqa", "load_tgifqa", {"action": "multiple_choice", "transition": "multiple_choice",
                                                     "frameqa": "open_ended", "count": "count"}, "test"),
     # TVQA's test_public has no answers: the papers report val.
-    "tvqa": DatasetSpec("tvqa", "load_tvqa", {"qa": "multiple_choice"}, "val"),
+    "tvqa": DatasetSpec("meltr.data.tvqa", "load_tvqa", {"qa": "multiple_choice"}, "val"),
 }
 
 
@@ -62,7 +62,7 @@ def keyword_options(fn) -> dict[str, inspect.Parameter]:
 def loader(dataset: str):
     """The load function of a dataset: loader(root, task=..., **options) -> {split: records}."""
     s = spec(dataset)
-    return getattr(importlib.import_module(f"meltr.data.{s.module}"), s.loader)
+    return getattr(importlib.import_module(s.module), s.loader)
 
 
 def load(dataset: str, task: str, root: str | os.PathLike, **options) -> dict[str, list[dict]]:

@@ -87,3 +87,8 @@ class TaskSampler:
         rows, texts = self.indices(step)
         task = {k: v[rows] for k, v in self.task.items()}
         return batcher.make(torch.from_numpy(video_rows[rows]), take(self.text, texts), gen, **task)
+
+
+def text_length(cfg: dict, family: str) -> int:
+    """Token budget of a task's texts: captions, or QA's option + question + subtitles."""
+    return cfg["max_words"] if family in ("retrieval", "captioning") else cfg.get("qa_max_words", cfg["max_words"])

@@ -13,14 +13,15 @@ from __future__ import annotations
 
 import logging
 
-from dataclasses import dataclass
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
+from ..config import FeatureConfig
 from ..data.video import sample_frames
 from ..errors import MeltrError
+from .presets import VISION_PRESETS
 from .store import write_store
 
 CLIP_MEAN = np.array([0.48145466, 0.4578275, 0.40821073], dtype=np.float32)
@@ -28,43 +29,6 @@ CLIP_STD = np.array([0.26862954, 0.26130258, 0.27577711], dtype=np.float32)
 
 logger = logging.getLogger(__name__)
 
-VISION_PRESETS = {
-    "tiny": dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4),
-    "small": dict(hidden_size=192, intermediate_size=768, num_hidden_layers=4, num_attention_heads=4),
-    "base": dict(hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12),
-}
-POOLS = ("cls", "mean", "grid")
-
-
-@dataclass
-class FeatureConfig:
-    backbone: str = "clip"
-    preset: str = "tiny"
-    pretrained: str | None = None
-    num_frames: int = 8
-    image_size: int = 32
-    patch_size: int = 8
-    pool: str = "grid"
-    frame_diff: bool = False  # append each frame's pooled feature minus the previous frame's (zeros for the first)
-    frames_per_token: int = 1  # consecutive sampled frames concatenated into one stored row (clip backbone)
-    batch_size: int = 16  # videos per forward
-    seed: int = 0
-    on_bad_video: str = "error"  # error: stop at a corrupt or missing video | skip: leave it out, listed in the store
-
-    def __post_init__(self):
-        if self.backbone not in ("clip", "videomae"):
-            raise MeltrError(f"features.backbone {self.backbone!r}: expected 'clip' or 'videomae'")
-        if self.pool not in POOLS:
-            raise MeltrError(f"features.pool {self.pool!r}: expected one of {POOLS}")
-        if not self.pretrained and self.preset not in VISION_PRESETS:
-            raise MeltrError(f"features.preset {self.preset!r}: expected one of {sorted(VISION_PRESETS)}")
-        if self.on_bad_video not in ("error", "skip"):
-            raise MeltrError(f"features.on_bad_video {self.on_bad_video!r}: expected 'error' or 'skip'")
-        if self.num_frames < 1 or self.batch_size < 1:
-            raise MeltrError("features.num_frames and features.batch_size: expected >= 1")
-        if self.frames_per_token < 1 or self.num_frames % self.frames_per_token:
-            raise MeltrError(f"features.frames_per_token {self.frames_per_token}: expected >= 1 and a divisor of "
-                             f"num_frames ({self.num_frames})")
 
 
 def build_backbone(cfg: FeatureConfig) -> torch.nn.Module:

@@ -1,5 +1,5 @@
 """MELTR: the Meta Loss Transformer and its hypergradient estimators."""
 from .hypergradient import ESTIMATORS, hypergradient
-from .meltr_net import NET_PRESETS, MetaLossTransformer
+from .net import NET_PRESETS, MetaLossTransformer
 
 __all__ = ["ESTIMATORS", "NET_PRESETS", "MetaLossTransformer", "hypergradient"]

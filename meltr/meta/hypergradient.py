@@ -31,11 +31,16 @@ import torch
 from torch import nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from ..parallel import all_reduce_mean
+from ..train.parallel import all_reduce_mean
 
 ESTIMATORS = ("double_backward", "neumann", "jvp", "finite_difference")
 # Estimators that differentiate twice or in forward mode: fused SDPA kernels support neither.
 NEEDS_MATH_SDPA = {"double_backward", "neumann", "jvp"}
+# The estimators' settings, defaults of `hypergradient` and of MeltrConfig alike (config.py imports them from
+# here: it imports this module, so this one cannot import config).
+NEUMANN_TERMS = 3       # Neumann series terms K (neumann)
+NEUMANN_ALPHA = 1e-2    # Neumann step alpha (neumann)
+FD_EPS = 3e-4           # finite-difference radius, relative to |v|: one-sided FD error ~1e-3 vs double_backward
 
 LossVector = Callable[[Sequence[torch.Tensor]], torch.Tensor]
 Scalar = Callable[[Sequence[torch.Tensor]], torch.Tensor]
@@ -43,7 +48,7 @@ Scalar = Callable[[Sequence[torch.Tensor]], torch.Tensor]
 
 def hypergradient(combiner: nn.Module, task_losses: LossVector, val_loss: Scalar,
                   params: Sequence[torch.Tensor], method: str = "double_backward", *,
-                  neumann_terms: int = 3, neumann_alpha: float = 1e-2, fd_eps: float = 1e-2,
+                  neumann_terms: int = NEUMANN_TERMS, neumann_alpha: float = NEUMANN_ALPHA, fd_eps: float = FD_EPS,
                   fd_midpoint: bool = True, v: Sequence[torch.Tensor] | None = None,
                   losses: torch.Tensor | None = None, inplace: bool = False) -> tuple[torch.Tensor, ...]:
     """One tensor per parameter of `combiner.parameters()`, with the official sign.

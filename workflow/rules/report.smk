@@ -20,7 +20,7 @@ rule report:
         throughput=grid(RUN_THROUGHPUT),
         logs=grid(RUN_LOG),
         scaling=["results/scaling/local.json"] + config["scaling"].get("results", []),
-        code=code("report.py", "scaling_report.py"),
+        code=code("meltr.report.build"),
     params:
         runs=grid(RUN),
         report_dir=lambda wc, output: os.path.dirname(output.report),

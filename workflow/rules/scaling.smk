@@ -5,7 +5,7 @@ rule scaling:
     output:
         "results/scaling/local.json",
     input:
-        code=code("data/batching.py", "models", "combiners", "meta", "train.py", "parallel.py", "scaling.py", "bench.py"),
+        code=code("meltr.bench.scaling"),
     params:
         sweep=flags({k: v for k, v in config["scaling"].items() if k not in ("results", "memory_budgets_gb")}),
         meltr=flags({k: v for k, v in config["meltr"].items() if k not in ("k", "estimator", "meta_batches")},

@@ -7,9 +7,9 @@ rule train:
         log=RUN_LOG,
         throughput=RUN_THROUGHPUT,
     input:
-        train=PREPARED + "/train.jsonl",
+        train=PREPARED_TRAIN,
         features=features_dir,
-        code=code("data", "models", "combiners", "meta", "features/store.py", "train.py"),
+        code=code("meltr.train.loop"),
     params:
         out=lambda wc, output: os.path.dirname(output.model),
         train=lambda wc: flags(task_train(wc.dataset, wc.task)),
@@ -35,9 +35,9 @@ rule evaluate:
         RUN_METRICS,
     input:
         model=RUN_MODEL,
-        test=PREPARED + "/test.jsonl",
+        test=PREPARED_TEST,
         features=features_dir,
-        code=code("data", "models", "metrics", "features/store.py", "train.py", "evaluate.py"),
+        code=code("meltr.evaluate"),
     params:
         device=config["train"]["device"],
         settings=flags(config.get("evaluate", {})),

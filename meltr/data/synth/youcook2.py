@@ -31,10 +31,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import MeltrError
-from ..io import atomic_path, write_json, write_text
-from .synth import _ID_CHARS, COMBOS, _captions, _csv, _render_params, _render_video, _write_mp4
-from .synth_tgifqa import _check_int, _cycle
+from ...errors import MeltrError
+from ...io import atomic_path, write_json, write_text
+from .common import COMBOS, ID_CHARS, captions, check_int, csv_text, cycle, render_params, render_video, write_mp4
 
 FEATURE_DIM = 1024  # S3D's pooled feature size
 _PROJ_SEED = 20_220_318  # fixed: the feature projection does not depend on the dataset seed
@@ -54,7 +53,7 @@ def synth_youcook2(root: str | os.PathLike, *, n_train_videos: int = 40, n_val_v
     for name, val, lo in (("n_train_videos", n_train_videos, 1), ("n_val_videos", n_val_videos, 1),
                           ("segments_per_video", segments_per_video, 1), ("seed", seed, 0), ("size", size, 16),
                           ("fps", fps, 1)):
-        _check_int("synth_youcook2", name, val, lo)
+        check_int("synth_youcook2", name, val, lo)
     if segments_per_video > len(COMBOS):
         raise MeltrError(f"synth_youcook2: segments_per_video: expected at most {len(COMBOS)} (distinct events "
                          f"per video), got {segments_per_video}")
@@ -69,7 +68,7 @@ def synth_youcook2(root: str | os.PathLike, *, n_train_videos: int = 40, n_val_v
     summary = {}
     for split, subset in _SUBSETS:
         n = n_train_videos if split == "train" else n_val_videos
-        combos = _cycle(rng, list(COMBOS))  # per split: val clips get distinct events while there are <= 96
+        combos = cycle(rng, list(COMBOS))  # per split: val clips get distinct events while there are <= 96
         for _ in range(n):
             videos.append(_make_video(rng, next(ids), subset, str(recipes[int(rng.integers(len(recipes)))]),
                                       combos, segments_per_video, size, fps))
@@ -82,7 +81,7 @@ def synth_youcook2(root: str | os.PathLike, *, n_train_videos: int = 40, n_val_v
     features = {}
     for v in tqdm(videos, desc="synth youcook2 videos", unit="video", file=sys.stderr):
         frames = _render(v, size, fps)
-        _write_mp4(root / "raw_videos" / v["subset"] / v["recipe_type"] / f"{v['id']}.mp4", frames, fps)
+        write_mp4(root / "raw_videos" / v["subset"] / v["recipe_type"] / f"{v['id']}.mp4", frames, fps)
         features[v["id"]] = _features(frames, fps, math.ceil(v["duration"]))
 
     order = rng.permutation(len(videos))  # the real database is not grouped by subset
@@ -107,8 +106,8 @@ def synth_youcook2(root: str | os.PathLike, *, n_train_videos: int = 40, n_val_v
         vids = [v for v in videos if v["subset"] == subset]
         write_text(root / "splits" / f"{split}_list.txt", "".join(f"{v['recipe_type']}/{v['id']}\n" for v in vids))
         write_text(root / f"youcookii_{split}.csv",
-                   _csv([("video_id", "feature_file")] + [(v["id"], v["id"]) for v in vids]))
-    write_text(root / "label_foodtype.csv", _csv([(r, _DISHES[k]) for k, r in enumerate(recipes)]))
+                   csv_text([("video_id", "feature_file")] + [(v["id"], v["id"]) for v in vids]))
+    write_text(root / "label_foodtype.csv", csv_text([(r, _DISHES[k]) for k, r in enumerate(recipes)]))
     write_text(root / "youcookii_annotations_trainval.json", json.dumps({"database": database}) + "\n")
     write_json(root / "synth_attributes.json", {v["id"]: {
         "subset": v["subset"], "recipe_type": v["recipe_type"], "duration": v["duration"], "n_frames": v["n_frames"],
@@ -131,8 +130,8 @@ def _make_video(rng: np.random.Generator, vid: str, subset: str, recipe: str, co
         start, end = t, t + int(rng.integers(2, 4))
         colour, shape, motion = combo
         segments.append({"start": start, "end": end, "colour": colour, "shape": shape, "motion": motion,
-                         "sentence": _captions(rng, colour, shape, motion, 1)[0],
-                         "render": _render_params(rng, size, (end - start) * fps)})
+                         "sentence": captions(rng, colour, shape, motion, 1)[0],
+                         "render": render_params(rng, size, (end - start) * fps)})
         t = end + (int(rng.integers(1, 3)) if k + 1 < n_seg else 0)
     n_frames = t * fps + int(rng.integers(1, 2 * fps))
     return {"id": vid, "subset": subset, "recipe_type": recipe, "segments": segments, "n_frames": n_frames,
@@ -144,7 +143,7 @@ def _render(v: dict, size: int, fps: int) -> np.ndarray:
     for s in v["segments"]:
         n = (s["end"] - s["start"]) * fps
         p = dict(s["render"], bg=v["bg"])
-        frames[s["start"] * fps: s["end"] * fps] = _render_video(size, n, s["colour"], s["shape"], s["motion"], p)
+        frames[s["start"] * fps: s["end"] * fps] = render_video(size, n, s["colour"], s["shape"], s["motion"], p)
     return frames
 
 
@@ -178,7 +177,7 @@ def _unique_ids(rng: np.random.Generator):
     """11-character YouTube-style ids, never repeated."""
     seen: set[str] = set()
     while True:
-        vid = "".join(rng.choice(_ID_CHARS, size=11))
+        vid = "".join(rng.choice(ID_CHARS, size=11))
         if vid not in seen:
             seen.add(vid)
             yield vid

@@ -18,7 +18,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .errors import MeltrError
+from ..errors import MeltrError
+from .render import md_table, new_figure, save_png, write_csv
 
 REQUIRED = ("device", "precision", "points")
 HEADLINE_K = 3  # MELTR's k in the papers (UniVL, Violet)
@@ -41,7 +42,11 @@ def load_points(paths: list[str | os.PathLike]) -> pd.DataFrame:
             for key in ("size", "params", "method", "batch_size", "adapters"):
                 if key not in p:
                     raise MeltrError(f"{path}: points[{i}]: missing key {key!r}")
-            rows.append({"device": data["device"], "precision": data["precision"], "source": str(path), **p})
+            # Sweeps from before the one runner timed the methods one after another, and took MFU against a
+            # matmul measured in the run: say so wherever their numbers appear.
+            protocol = "interleaved" if data.get("interleaved") else "sequential (the earlier protocol)"
+            rows.append({"device": data["device"], "precision": data["precision"], "source": str(path),
+                         "protocol": protocol, "mfu_peak": data.get("peak_flops_source"), **p})
     df = pd.DataFrame(rows)
     for col in ("k", "samples_per_s", "peak_mem_mb", "ratio_vs_finetune", "ratio_vs_multitask", "mfu", "oom",
                 "skipped", "failed", "step_ms", "step_ms_iqr", "meta_step_ms", "mem_ratio_vs_multitask"):
@@ -113,11 +118,10 @@ def largest_fit(df: pd.DataFrame, budgets_gb: list[float]) -> pd.DataFrame:
 # ---------------------------------------------------------------------------------------------- plots
 def _plot_cells(df: pd.DataFrame, path: Path, y: str, ylabel: str, log_y: bool, k: int,
                 methods: list[str] | None = None) -> None:
-    from .report import _new_figure, _save_png
 
     ok = df[(df["status"] == "ok")]
     cells = list(_cells(ok))
-    fig, axes = _new_figure(max(1, len(cells)), width=5.5, height=4.2)
+    fig, axes = new_figure(max(1, len(cells)), width=5.5, height=4.2)
     for ax, (keys, cell) in zip(axes, cells):
         sub = cell[(cell["k"].isna()) | (cell["k"] == k)]
         for method, g in sub.groupby("method", sort=False):
@@ -134,7 +138,7 @@ def _plot_cells(df: pd.DataFrame, path: Path, y: str, ylabel: str, log_y: bool, 
         ax.set_ylabel(ylabel)
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=7)
-    _save_png(fig, path)
+    save_png(fig, path)
 
 
 def write_plots(df: pd.DataFrame, report_dir: Path) -> dict[str, str]:
@@ -181,12 +185,13 @@ def _answer(df: pd.DataFrame, fits: pd.DataFrame, slope: pd.DataFrame) -> str:
         if not base.empty and pd.notna(base.iloc[0]["smallest_out_of_memory"]):
             parts.append(f"multitask itself runs out of memory from `{base.iloc[0]['smallest_out_of_memory']}` on")
         if parts:
-            lines.append(f"- **{device}** ({precision}, batch {batch}, k={HEADLINE_K}): " + "; ".join(parts) + ".")
+            protocol = ", ".join(sorted(set(cell["protocol"])))
+            lines.append(f"- **{device}** ({precision}, batch {batch}, k={HEADLINE_K}; methods timed {protocol}): "
+                         + "; ".join(parts) + ".")
     return "\n".join(lines) or "No sweep measured MELTR and both baselines at k=3."
 
 
 def _points_table(cell: pd.DataFrame) -> str:
-    from .report import _md_table
 
     headers = ["size", "params (M)", "method", "k", "samples/s", "step ms (IQR)", "meta ms", "peak MiB",
                "GFLOP/step", "MFU %", "/finetune", "/multitask", "mem/multitask", "attention"]
@@ -211,11 +216,10 @@ def _points_table(cell: pd.DataFrame) -> str:
                      _f(100 * r["mfu"] if r.get("mfu") is not None and not pd.isna(r["mfu"]) else None, 1),
                      _f(r["ratio_vs_finetune"]), _f(r["ratio_vs_multitask"]), _f(r["mem_ratio_vs_multitask"]),
                      kernel])
-    return _md_table(headers, rows)
+    return md_table(headers, rows)
 
 
 def _slopes_table(slope: pd.DataFrame) -> str:
-    from .report import _md_table
 
     headers = ["device", "batch", "adapters", "method", "k", "sizes", "samples/s exponent", "memory exponent",
                "meltr/multitask per decade", "meltr/finetune per decade"]
@@ -223,32 +227,34 @@ def _slopes_table(slope: pd.DataFrame) -> str:
              str(r["sizes"]), _f(r["samples_per_s_exponent"], 3), _f(r["peak_mem_exponent"], 3),
              _f(r["ratio_vs_multitask_per_decade"], 3), _f(r["ratio_vs_finetune_per_decade"], 3)]
             for _, r in slope.iterrows() if r["sizes"] >= 2]
-    return _md_table(headers, rows)
+    return md_table(headers, rows)
 
 
 def _fits_table(fits: pd.DataFrame, budgets_gb: list[float]) -> str:
-    from .report import _md_table
 
     headers = ["device", "batch", "adapters", "method", "largest measured", "smallest out of memory"] + \
         [f"fits {gb:g} GB (B params, fitted)" for gb in budgets_gb]
     rows = [[r["device"], str(r["batch_size"]), r["adapters"], r["method"], _f(r["largest_measured"]),
              _f(r["smallest_out_of_memory"])] + [_f(r.get(f"fits_{gb:g}GB_params_b"), 2) for gb in budgets_gb]
             for _, r in fits.iterrows()]
-    return _md_table(headers, rows)
+    return md_table(headers, rows)
 
 
 def scaling_section(df: pd.DataFrame, slope: pd.DataFrame, fits: pd.DataFrame, budgets_gb: list[float],
                     plots: dict[str, str]) -> str:
     parts = ["## Scaling: MELTR's cost as the model grows",
              "`meltr bench scaling` trains every size with each method on the same synthetic batches and "
-             "records samples/s, step time, peak memory, FLOPs and MFU (see `meltr/scaling.py` for the "
+             "records samples/s, step time, peak memory, FLOPs and MFU (see `meltr/bench/scaling.py` for the "
              "protocol). Ratios are MELTR's samples/s over a baseline's in the same sweep; per decade is the "
              "fitted change of the ratio per 10x parameters; exponents are log-log slopes.",
              "### The answer in numbers\n\n" + _answer(df, fits, slope)]
     for (device, precision, batch, adapters), cell in _cells(df):
         sources = ", ".join(sorted({Path(s).name for s in cell["source"]}))
+        protocol = ", ".join(sorted(set(cell["protocol"])))
+        peaks = ", ".join(sorted({str(x) for x in cell["mfu_peak"].dropna()})) or "not recorded"
         parts.append(f"### {device}: {precision}, batch {batch}, adapters {adapters} (from {sources})\n\n"
-                     f"Baselines and MELTR at k={HEADLINE_K}; every k is in `scaling.csv`.\n\n" + _points_table(cell))
+                     f"Methods timed: {protocol}. MFU against: {peaks}. Baselines and MELTR at k={HEADLINE_K}; "
+                     "every k is in `scaling.csv`.\n\n" + _points_table(cell))
     parts.append("### Fitted slopes\n\n" + _slopes_table(slope))
     parts.append("### Largest size that fits\n\nMeasured sizes, and for each memory budget the parameter count "
                  "at which the linear fit of peak memory against parameters reaches it (an extrapolation).\n\n"
@@ -260,7 +266,6 @@ def scaling_section(df: pd.DataFrame, slope: pd.DataFrame, fits: pd.DataFrame, b
 def build_scaling(df: pd.DataFrame, report_dir: str | os.PathLike, points_csv: str | os.PathLike,
                   slopes_csv: str | os.PathLike, budgets_gb: list[float]) -> str:
     """Write the CSVs and plots of `load_points`' table; return the markdown section for report.md."""
-    from .report import _write_csv
 
     slope = slopes(df)
     fits = largest_fit(df, budgets_gb)
@@ -270,6 +275,6 @@ def build_scaling(df: pd.DataFrame, report_dir: str | os.PathLike, points_csv: s
     flat = df[cols].copy()
     flat["attention_kernel"] = df["attention_kernel"].map(lambda v: "/".join(v) if isinstance(v, list) else v) \
         if "attention_kernel" in df else None
-    _write_csv(points_csv, flat)
-    _write_csv(slopes_csv, slope)
+    write_csv(points_csv, flat)
+    write_csv(slopes_csv, slope)
     return scaling_section(df, slope, fits, budgets_gb, plots)

@@ -32,10 +32,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import MeltrError
-from ..io import atomic_dir, write_json, write_text
-from .synth import COLOURS, SHAPES
-from .synth_tgifqa import ACTIONS, _background, _check_int, _colour_index, _cycle, layout, palette, render_frames
+from ...errors import MeltrError
+from ...io import atomic_dir, write_json, write_text
+from .common import ACTIONS, COLOURS, SHAPES, background, check_int, colour_index, cycle, layout, palette, render_frames
 
 FPS = 3  # frames_hq is extracted at 3 fps
 # show prefix -> (show_name exactly as in the jsonl, characters); bbt vid_names carry no prefix.
@@ -68,14 +67,14 @@ def synth_tvqa(root: str | os.PathLike, *, n_train: int = 120, n_val: int = 40, 
     """
     for name, val, lo in (("n_train", n_train, 1), ("n_val", n_val, 1), ("n_test", n_test, 1), ("size", size, 16),
                           ("seed", seed, 0), ("n_nan_ts", n_nan_ts, 0)):
-        _check_int("synth_tvqa", name, val, lo)
+        check_int("synth_tvqa", name, val, lo)
     if size % 2:
         raise MeltrError(f"synth_tvqa: size: expected an even number (two half-frame boxes), got {size}")
     if n_nan_ts > n_train:
         raise MeltrError(f"synth_tvqa: n_nan_ts: expected at most n_train = {n_train}, got {n_nan_ts}")
     root = Path(root)
     rng = np.random.default_rng(seed)
-    shows = _cycle(rng, list(SHOWS))
+    shows = cycle(rng, list(SHOWS))
     vid_names = _unique_vid_names(rng)
     qid = int(rng.integers(100_000, 140_000))
 
@@ -175,7 +174,7 @@ def _make_clip(rng: np.random.Generator, show: str, vid_name: str, n_events: int
         subs.append(_filler(rng, cast, events[-1]["end"] + 0.1, duration - 0.1))
     subs.sort()
     return {"vid_name": vid_name, "show": show, "show_name": show_name, "cast": cast, "duration": duration,
-            "n_frames": math.ceil(duration * FPS - 1e-6), "bg": _background(rng), "events": events, "subs": subs}
+            "n_frames": math.ceil(duration * FPS - 1e-6), "bg": background(rng), "events": events, "subs": subs}
 
 
 def _halves(size: int, actions: list[str]):
@@ -228,7 +227,7 @@ def _write_frames(folder: Path, clip: dict, size: int) -> int:
         for ev in clip["events"]:
             if ev["start"] <= t < ev["end"]:
                 u = (t - ev["start"]) / (ev["end"] - ev["start"])
-                objs += [(o["shape"], o["action"], u, o["layout"], _colour_index(o["colour"])) for o in ev["objects"]]
+                objs += [(o["shape"], o["action"], u, o["layout"], colour_index(o["colour"])) for o in ev["objects"]]
         per_frame.append(objs)
     rgb = palette(clip["bg"])[render_frames(per_frame, size)]
     with atomic_dir(folder) as tmp:

@@ -30,14 +30,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import MeltrError
-from ..io import atomic_path, write_json
-from .synth import _SHAPE_NOUNS, COLOURS, SHAPES, _shape_mask
+from ...io import atomic_path, write_json
+from .common import ACTIONS, COLOURS, LINEAR, SHAPE_NOUNS, SHAPES, background, check_int, colour_index, cycle, draw_frame, layout, palette, write_bytes
 
-# Actions a shape can perform: the four linear moves of synth.py plus two size changes, so that there are
-# six candidates and a 5-way multiple choice always has 4 wrong options.
-ACTIONS = ("left", "right", "up", "down", "grow", "shrink")
-LINEAR = ("left", "right", "up", "down")
 # Base-form verb phrases, as TGIF answers are written ("nod head", "jump").
 ACTION_PHRASES = {"left": "move to the left", "right": "move to the right", "up": "move up", "down": "move down",
                   "grow": "grow bigger", "shrink": "shrink"}
@@ -72,8 +67,8 @@ def synth_tgifqa(root: str | os.PathLike, *, n_train: int = 120, n_test: int = 4
     arguments.
     """
     for name, val, lo in (("n_train", n_train, 1), ("n_test", n_test, 1), ("size", size, 16)):
-        _check_int("synth_tgifqa", name, val, lo)
-    _check_int("synth_tgifqa", "seed", seed, 0)
+        check_int("synth_tgifqa", name, val, lo)
+    check_int("synth_tgifqa", "seed", seed, 0)
     root = Path(root)
     rng = np.random.default_rng(seed)
     names = _unique_names(rng)
@@ -89,10 +84,10 @@ def synth_tgifqa(root: str | os.PathLike, *, n_train: int = 120, n_test: int = 4
         for split, n_q in (("Train", n_train), ("Test", n_test)):
             make = _MAKERS[task]
             if task == "count":  # every answer value in turn, so that 0 and 2-10 all occur
-                counts = _cycle(rng, list(COUNT_ANSWERS))
+                counts = cycle(rng, list(COUNT_ANSWERS))
                 make = lambda *a, _c=counts: _make_count(*a, count=next(_c))  # noqa: E731
             out_rows, n_gifs = [], 0
-            combos = _cycle(rng, list(itertools.product(COLOURS, SHAPES)))
+            combos = cycle(rng, list(itertools.product(COLOURS, SHAPES)))
             q_left = n_q
             while q_left > 0:
                 gif_name, key, vid_id = next(names), next(key_counter), f"{_VID_PREFIX[task]}{next(vid_counter)}"
@@ -128,10 +123,10 @@ def _make_action(rng, size, colour, shape, _max_q):
     action = ACTIONS[int(rng.integers(len(ACTIONS)))]
     reps = int(rng.choice([2, 3]))
     per_rep = int(rng.integers(3, 5)) if reps == 2 else 2  # 6-8 frames
-    bg = _background(rng)
+    bg = background(rng)
     p = layout(rng, (0, 0, size, size), action)
     us = [k / (per_rep - 1) for k in range(per_rep)] * reps
-    frames = np.stack([_frame(size, [(shape, action, u, p, _colour_index(colour))]) for u in us])
+    frames = np.stack([draw_frame(size, [(shape, action, u, p, colour_index(colour))]) for u in us])
     options, answer = _options(rng, action, must=())
     q = {"question": f"What does the {colour} {_noun(rng, shape)} do {reps} times ?",
          "options": [ACTION_PHRASES[o] for o in options], "answer": answer}
@@ -141,11 +136,11 @@ def _make_action(rng, size, colour, shape, _max_q):
 def _make_transition(rng, size, colour, shape, max_q):
     first, second = (ACTIONS[int(i)] for i in rng.choice(len(ACTIONS), size=2, replace=False))
     n1, n2 = int(rng.integers(3, 5)), int(rng.integers(3, 5))  # 6-8 frames in all
-    bg = _background(rng)
+    bg = background(rng)
     p1, p2 = layout(rng, (0, 0, size, size), first), layout(rng, (0, 0, size, size), second)
-    c = _colour_index(colour)
-    frames = np.stack([_frame(size, [(shape, first, k / (n1 - 1), p1, c)]) for k in range(n1)]
-                      + [_frame(size, [(shape, second, k / (n2 - 1), p2, c)]) for k in range(n2)])
+    c = colour_index(colour)
+    frames = np.stack([draw_frame(size, [(shape, first, k / (n1 - 1), p1, c)]) for k in range(n1)]
+                      + [draw_frame(size, [(shape, second, k / (n2 - 1), p2, c)]) for k in range(n2)])
     noun = _noun(rng, shape)
     qs = []
     # Two questions per GIF, like the real file (6,232 test questions over 3,116 GIFs); random order.
@@ -160,9 +155,9 @@ def _make_transition(rng, size, colour, shape, max_q):
 def _make_frameqa(rng, size, colour, shape, max_q):
     action = ACTIONS[int(rng.integers(len(ACTIONS)))]
     n = int(rng.integers(4, 9))
-    bg = _background(rng)
+    bg = background(rng)
     p = layout(rng, (0, 0, size, size), action)
-    frames = np.stack([_frame(size, [(shape, action, k / (n - 1), p, _colour_index(colour))]) for k in range(n)])
+    frames = np.stack([draw_frame(size, [(shape, action, k / (n - 1), p, colour_index(colour))]) for k in range(n)])
     desc = f"a {colour} {_noun(rng, shape)} {_DESC_PHRASES[action]} ."
     by_type = {
         FRAMEQA_COLOR: {"question": f"what is the color of the {_noun(rng, shape)} ?", "answer": colour},
@@ -181,10 +176,10 @@ def _make_count(rng, size, colour, shape, _max_q, *, count=None):
     n = COUNT_FRAMES
     hidden = {int(k) for k in rng.choice(np.arange(1, n - 1, 2), size=count, replace=False)}
     drift = LINEAR[int(rng.integers(len(LINEAR)))]
-    bg = _background(rng)
+    bg = background(rng)
     p = layout(rng, (0, 0, size, size), drift)
-    c = _colour_index(colour)
-    frames = np.stack([_frame(size, [] if k in hidden else [(shape, drift, k / (n - 1), p, c)])
+    c = colour_index(colour)
+    frames = np.stack([draw_frame(size, [] if k in hidden else [(shape, drift, k / (n - 1), p, c)])
                        for k in range(n)])
     q = {"question": f"How many times does the {colour} {_noun(rng, shape)} blink ?", "answer": count}
     return frames, bg, {"count": count, "drift": drift, "hidden_frames": sorted(hidden)}, [q]
@@ -214,58 +209,16 @@ def _options(rng, correct: str, must: tuple[str, ...]) -> tuple[list[str], int]:
 # ---------------------------------------------------------------------------------------------------------
 # Rendering shared with synth_tvqa: palette-index frames of shapes performing ACTIONS inside a box.
 
-def layout(rng: np.random.Generator, box: tuple[float, float, float, float], action: str) -> dict:
-    """Random placement of one shape performing `action` inside box = (x0, y0, w, h) pixels."""
-    x0, y0, w, h = box
-    m = min(w, h)
-    half = m * rng.uniform(0.40, 0.48) / 2
-    jit = m * 0.08
-    horizontal = action in ("left", "right")
-    lo, span = (x0, w) if horizontal else (y0, h)
-    return {
-        "half": half,
-        # linear moves: start/end along the motion axis near opposite edges of the box, centred across it
-        "from": lo + half + rng.uniform(0, jit), "to": lo + span - half - rng.uniform(0, jit),
-        "across": (y0 + h / 2 if horizontal else x0 + w / 2) + rng.uniform(-jit, jit),
-        # size changes: a fixed centre near the middle of the box
-        "cx": x0 + w / 2 + rng.uniform(-jit / 2, jit / 2), "cy": y0 + h / 2 + rng.uniform(-jit / 2, jit / 2),
-    }
 
 
-def _frame(size: int, objects: list[tuple]) -> np.ndarray:
-    """(size, size) uint8 palette indices; objects = [(shape, action, progress u in [0, 1], layout, index)]."""
-    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32) + 0.5  # pixel centres
-    out = np.zeros((size, size), np.uint8)
-    for shape, action, u, p, value in objects:
-        if action in LINEAR:
-            along = p["from"] + (p["to"] - p["from"]) * u
-            if action in ("left", "up"):
-                along = p["from"] + p["to"] - along  # same path, reversed
-            cx, cy = (along, p["across"]) if action in ("left", "right") else (p["across"], along)
-            h = p["half"]
-        else:
-            g = u if action == "grow" else 1.0 - u
-            cx, cy, h = p["cx"], p["cy"], p["half"] * (0.35 + 0.65 * g)
-        out[_shape_mask(shape, xx - cx, yy - cy, h)] = value
-    return out
 
 
-def render_frames(objects_per_frame: list[list[tuple]], size: int) -> np.ndarray:
-    """(T, size, size) palette-index frames, one list of objects per frame (see `_frame`)."""
-    return np.stack([_frame(size, objs) for objs in objects_per_frame])
 
 
-def palette(bg: int) -> np.ndarray:
-    """(8, 3) uint8 RGB of the palette indices used by the frames."""
-    return np.array([(bg,) * 3, *COLOURS.values(), (bg + 3,) * 3], np.uint8)
 
 
-def _colour_index(colour: str) -> int:
-    return 1 + list(COLOURS).index(colour)
 
 
-def _background(rng) -> int:
-    return int(rng.integers(15, 60))  # dark grey, as synth.py
 
 
 def _write_gif(path: Path, frames: np.ndarray, bg: int) -> None:
@@ -291,9 +244,6 @@ def _write_gif(path: Path, frames: np.ndarray, bg: int) -> None:
 # ---------------------------------------------------------------------------------------------------------
 # Small helpers shared by the synthetic writers
 
-def write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    with atomic_path(path) as tmp:
-        tmp.write_bytes(data)
 
 
 def _tsv_crlf(rows: list[tuple]) -> bytes:
@@ -307,20 +257,12 @@ def _tsv_crlf(rows: list[tuple]) -> bytes:
     return ("\r\n".join(lines) + "\r\n").encode("ascii")
 
 
-def _check_int(fn: str, name: str, val, lo: int) -> None:
-    if isinstance(val, bool) or not isinstance(val, (int, np.integer)) or val < lo:
-        raise MeltrError(f"{fn}: {name}: expected an integer >= {lo}, got {val!r}")
 
 
-def _cycle(rng: np.random.Generator, items: list):
-    """Endless seeded shuffled passes over items (every item once per pass)."""
-    while True:
-        for j in rng.permutation(len(items)):
-            yield items[int(j)]
 
 
 def _noun(rng, shape: str) -> str:
-    nouns = _SHAPE_NOUNS[shape]
+    nouns = SHAPE_NOUNS[shape]
     return nouns[int(rng.integers(len(nouns)))]
 
 

@@ -12,11 +12,10 @@ from pathlib import Path
 from typing import Any, Iterable
 
 import pandas as pd
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
 
-from .errors import MeltrError
-from .io import atomic_path, read_json_object, read_jsonl, write_json, write_text
+from ..errors import MeltrError
+from ..io import read_json_object, read_jsonl
+from .render import fmt, md_table, new_figure, rounded, save_png
 
 METHOD_ORDER = ("finetune", "multitask", "meltr")
 METHOD_LABEL = {"finetune": "fine-tune", "multitask": "multi-task", "meltr": "MELTR"}
@@ -50,13 +49,6 @@ THROUGHPUT_KEYS = ("params_m", "samples_per_s", "step_ms", "peak_mem_mb", "meta_
 NULLABLE = {"meta_step_ms", "estimator"}  # null when the method has no meta step
 
 # Decimals per column in summary.csv and metrics.json: enough to tell runs apart, no float noise.
-ROUND = {
-    "params_m": 3, "R1": 2, "R5": 2, "R10": 2, "MedR": 1, "MeanR": 2,
-    "v2t_R1": 2, "v2t_R5": 2, "v2t_R10": 2, "v2t_MedR": 1,
-    "samples_per_s": 2, "step_ms": 2, "peak_mem_mb": 1, "meta_step_ms": 2,
-    "chance_R1": 3, "step_ms_iqr": 2, "score": 3, "baseline": 3,
-    "BLEU4": 4, "METEOR": 4, "ROUGE_L": 4, "CIDEr": 4, "CIDEr_greedy": 4,
-}
 DVC_KEYS = ("score", "samples_per_s", "step_ms", "peak_mem_mb")
 RETRIEVAL_DVC_KEYS = ("R1", "R5", "R10", "MedR")
 
@@ -220,10 +212,6 @@ def throughput_ratios(df: pd.DataFrame) -> pd.DataFrame:
 # Machine-readable outputs
 
 
-def _rounded(df: pd.DataFrame) -> pd.DataFrame:
-    return df.round({k: v for k, v in ROUND.items() if k in df.columns})
-
-
 def _json_value(value: Any) -> Any:
     """NaN is not valid JSON (and DVC rejects it): write null instead."""
     if isinstance(value, float) and math.isnan(value):
@@ -231,35 +219,18 @@ def _json_value(value: Any) -> Any:
     return value.item() if hasattr(value, "item") else value
 
 
-def _dvc_metrics(df: pd.DataFrame) -> dict:
+def dvc_metrics(df: pd.DataFrame) -> dict:
     """{dataset: {task: {model: {method: {metric, score, samples_per_s, step_ms, peak_mem_mb}}}}}."""
     nested: dict = {}
-    for row in _rounded(df).to_dict("records"):
+    for row in rounded(df).to_dict("records"):
         leaf = nested.setdefault(row["dataset"], {}).setdefault(row["task"], {}).setdefault(row["model"], {})
         keys = DVC_KEYS + (RETRIEVAL_DVC_KEYS if row["family"] == "retrieval" else ())
         leaf[row["method"]] = {k: _json_value(row[k]) for k in keys}
     return nested
 
 
-def _write_csv(path: str | os.PathLike, df: pd.DataFrame) -> None:
-    with atomic_path(path) as tmp:
-        _rounded(df).to_csv(tmp, index=False)
-
-
 # ---------------------------------------------------------------------------------------------------------
 # Plots. A bare Figure with the Agg canvas: no pyplot global state, no display needed, safe under Snakemake.
-
-
-def _new_figure(n_panels: int, width: float = 5.0, height: float = 4.0) -> tuple[Figure, list]:
-    fig = Figure(figsize=(width * n_panels, height), layout="constrained")
-    FigureCanvasAgg(fig)
-    axes = fig.subplots(1, n_panels, squeeze=False)[0]
-    return fig, list(axes)
-
-
-def _save_png(fig: Figure, path: Path) -> None:
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=120)
 
 
 _MARKERS = {"finetune": "o", "multitask": "s", "meltr": "^"}
@@ -275,7 +246,7 @@ def _method_style(method: str, i: int) -> tuple[str, str]:
 def plot_quality_vs_throughput(df: pd.DataFrame, path: Path) -> None:
     """Each task's headline score against samples/s, one panel per (dataset, task)."""
     panels = list(df.groupby(["dataset", "task"], sort=True))
-    fig, axes = _new_figure(len(panels))
+    fig, axes = new_figure(len(panels))
     methods = sorted(df["method"].unique(), key=_method_rank)
     for ax, ((dataset, task), group) in zip(axes, panels):
         for i, method in enumerate(methods):
@@ -301,7 +272,7 @@ def plot_quality_vs_throughput(df: pd.DataFrame, path: Path) -> None:
         ax.set_title(f"{dataset} {task}")
         ax.grid(True, alpha=0.3)
         ax.legend(fontsize=8)
-    _save_png(fig, path)
+    save_png(fig, path)
 
 
 def _weights_series(log_path: Path) -> dict[str, tuple[list, list]]:
@@ -333,7 +304,7 @@ def load_meltr_weights(meltr_runs: pd.DataFrame) -> list[tuple[str, dict[str, tu
 
 def plot_meltr_weights(panels: list[tuple[str, dict[str, tuple[list, list]]]], path: Path) -> None:
     """MELTR's effective per-loss weights dL_total/dL_m over steps, one panel per MELTR run."""
-    fig, axes = _new_figure(len(panels))
+    fig, axes = new_figure(len(panels))
     for ax, (title, series) in zip(axes, panels):
         for name in sorted(series):
             steps, values = series[name]
@@ -344,26 +315,11 @@ def plot_meltr_weights(panels: list[tuple[str, dict[str, tuple[list, list]]]], p
         ax.set_title(title)
         ax.grid(True, alpha=0.3)
         ax.legend(fontsize=8)
-    _save_png(fig, path)
+    save_png(fig, path)
 
 
 # ---------------------------------------------------------------------------------------------------------
 # Markdown
-
-
-def _fmt(value: Any, digits: int | None = 2) -> str:
-    """digits None: two significant digits (probabilities, which span many decades)."""
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "–"
-    if isinstance(value, float):
-        return f"{value:.2g}" if digits is None else f"{value:.{digits}f}"
-    return str(value)
-
-
-def _md_table(headers: list[str], rows: list[list[str]]) -> str:
-    lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
-    lines += ["| " + " | ".join(r) + " |" for r in rows]
-    return "\n".join(lines)
 
 
 # (header, column, decimals) of the report's tables: each family's quality columns, then the cost columns
@@ -393,8 +349,8 @@ _FAMILY_TABLES = {
 def _summary_table(df: pd.DataFrame, cols: list[tuple[str, str, int]]) -> str:
     headers = ["dataset", "task", "model", "method"] + [h for h, _, _ in cols]
     rows = [[r[k] for k in ("dataset", "task", "model")] + [METHOD_LABEL.get(r["method"], r["method"])]
-            + [_fmt(r[c], d) for _, c, d in cols] for _, r in df.iterrows()]
-    return _md_table(headers, rows)
+            + [fmt(r[c], d) for _, c, d in cols] for _, r in df.iterrows()]
+    return md_table(headers, rows)
 
 
 def _family_tables(df: pd.DataFrame) -> str:
@@ -414,7 +370,7 @@ def _ratio_table(ratios: pd.DataFrame) -> str:
                "MELTR / fine-tune peak mem", "MELTR / multi-task peak mem"]
     rows = [[r["dataset"], r["task"], r["model"], x(r["meltr_vs_finetune"]), x(r["meltr_vs_multitask"]),
              x(r["mem_meltr_vs_finetune"]), x(r["mem_meltr_vs_multitask"])] for _, r in ratios.iterrows()]
-    return _md_table(headers, rows)
+    return md_table(headers, rows)
 
 
 def _group_sentence(group: pd.DataFrame, ratio: pd.Series) -> str:
@@ -469,9 +425,10 @@ def _measured_section(df: pd.DataFrame, ratios: pd.DataFrame) -> str:
         f"- Device, as named in throughput.json: {', '.join(devices) if devices else 'not recorded'}.",
         "- The methods compared in one row group were trained in the same run (same data, model and settings), "
         "so the ratios compare like with like.",
-        "- Peak MB is `peak_mem_mb` from throughput.json: `torch.cuda.max_memory_allocated` on a GPU, the "
-        "process's peak resident memory on CPU (which includes the interpreter and data); meta-step ms is the median time of MELTR's meta "
-        "step (– for methods without one).",
+        "- Peak MB is `peak_mem_mb` from throughput.json, with the one meaning of `meltr/train/memory.py`: what "
+        "the method holds at its peak over the timed steps (weights, gradients, optimiser state, MELTR and the "
+        "steps' transient buffers; on CPU its tensors plus the sampled rise of the resident set); meta-step ms "
+        "is the median time of MELTR's meta step over the timed steps (– for methods without one).",
         "- Retrieval metrics follow CLIP4Clip's protocol with tie-safe ranks; chance R@1 = 100 / n_test. "
         "Captioning: BLEU-1..4, METEOR, ROUGE-L, CIDEr from pycocoevalcap's scorers without the PTB tokenizer "
         "(as nlg-eval), against every reference. QA: accuracy over all questions of the evaluation split; "
@@ -492,7 +449,7 @@ def _measured_section(df: pd.DataFrame, ratios: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
-def _report_markdown(df: pd.DataFrame, ratios: pd.DataFrame, has_weights: bool) -> str:
+def report_markdown(df: pd.DataFrame, ratios: pd.DataFrame, has_weights: bool) -> str:
     weights = ("![MELTR's effective per-loss weights over training](meltr_weights.png)" if has_weights
                else "No MELTR run was given, so there is no plot of MELTR's loss weights.")
     return "\n\n".join([
@@ -507,45 +464,3 @@ def _report_markdown(df: pd.DataFrame, ratios: pd.DataFrame, has_weights: bool) 
     ]) + "\n"
 
 
-# ---------------------------------------------------------------------------------------------------------
-# Entry point
-
-
-def build_report(run_dirs: Iterable[str | os.PathLike], summary_csv: str | os.PathLike,
-                 report_dir: str | os.PathLike, metrics_json: str | os.PathLike,
-                 scaling: list[str | os.PathLike] | None = None, scaling_csv: str | os.PathLike | None = None,
-                 slopes_csv: str | os.PathLike | None = None, memory_budgets_gb: list[float] = (24, 80, 141)) -> None:
-    """Write summary_csv, metrics_json (nested for DVC), and report.md + PNG plots in report_dir; with
-    `scaling` (`meltr bench scaling` JSON files) also the scaling section, its CSVs and plots.
-
-    Every file is written atomically. Everything is read and checked before the first file is written,
-    so bad input leaves the previous outputs untouched.
-    """
-    df = collect_runs(run_dirs)
-    ratios = throughput_ratios(df)
-    # Read the MELTR train logs before writing anything, so a bad log leaves old outputs in place.
-    weight_panels = load_meltr_weights(df[df["method"] == "meltr"])
-    report_md = _report_markdown(df, ratios, has_weights=bool(weight_panels))
-    report_dir = Path(report_dir)
-    scaling_points = None
-    if scaling:
-        from .scaling_report import load_points
-
-        if not (scaling_csv and slopes_csv):
-            raise MeltrError("report: --scaling needs --scaling-csv and --slopes-csv")
-        scaling_points = load_points(scaling)
-
-    _write_csv(summary_csv, df)
-    write_json(metrics_json, _dvc_metrics(df))
-    plot_quality_vs_throughput(df, report_dir / "quality_vs_throughput.png")
-    weights_png = report_dir / "meltr_weights.png"
-    if weight_panels:
-        plot_meltr_weights(weight_panels, weights_png)
-    else:
-        weights_png.unlink(missing_ok=True)  # a plot left from an earlier report would contradict report.md
-    if scaling_points is not None:
-        from .scaling_report import build_scaling
-
-        report_md += "\n" + build_scaling(scaling_points, report_dir, scaling_csv, slopes_csv,
-                                          list(memory_budgets_gb)) + "\n"
-    write_text(report_dir / "report.md", report_md)

@@ -1,0 +1,211 @@
+"""Every section of params.yaml as a dataclass: the one source of its defaults and of its validation.
+
+The CLI builds its flags from these fields, the pipeline passes params.yaml's values as those flags, and a
+library user calling `MeltrConfig()` gets the same MELTR as a pipeline user reading params.yaml (a test holds
+the schema's defaults and params.yaml to these). Bad values raise a one-line `MeltrError` naming the key.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from .data.registry import task_family
+from .errors import MeltrError
+from .features.presets import BACKBONES, POOLS, VISION_PRESETS
+from .meta.hypergradient import ESTIMATORS, FD_EPS, NEUMANN_ALPHA, NEUMANN_TERMS
+from .meta.net import NET_PRESETS
+from .models.adapters import ADAPTERS
+from .models.losses import LOSS_SETS
+from .models.presets import get_preset
+
+# The methods the pipeline compares (combiners/: one LossCombiner each).
+METHODS = ("finetune", "multitask", "meltr")
+META_BATCHES = ("replay", "current")
+PRECISIONS = ("auto", "fp32", "bf16")  # auto: bf16 autocast on a GPU, fp32 on a CPU
+
+
+@dataclass
+class FeatureConfig:
+    backbone: str = "clip"
+    preset: str = "tiny"
+    pretrained: str | None = None
+    num_frames: int = 8
+    image_size: int = 32
+    patch_size: int = 8
+    pool: str = "grid"
+    frame_diff: bool = False  # append each frame's pooled feature minus the previous frame's (zeros for the first)
+    frames_per_token: int = 1  # consecutive sampled frames concatenated into one stored row (clip backbone)
+    batch_size: int = 16  # videos per forward
+    seed: int = 0
+    on_bad_video: str = "error"  # error: stop at a corrupt or missing video | skip: leave it out, listed in the store
+
+    def __post_init__(self):
+        if self.backbone not in BACKBONES:
+            raise MeltrError(f"features.backbone {self.backbone!r}: expected 'clip' or 'videomae'")
+        if self.pool not in POOLS:
+            raise MeltrError(f"features.pool {self.pool!r}: expected one of {POOLS}")
+        if not self.pretrained and self.preset not in VISION_PRESETS:
+            raise MeltrError(f"features.preset {self.preset!r}: expected one of {sorted(VISION_PRESETS)}")
+        if self.on_bad_video not in ("error", "skip"):
+            raise MeltrError(f"features.on_bad_video {self.on_bad_video!r}: expected 'error' or 'skip'")
+        if self.num_frames < 1 or self.batch_size < 1:
+            raise MeltrError("features.num_frames and features.batch_size: expected >= 1")
+        if self.frames_per_token < 1 or self.num_frames % self.frames_per_token:
+            raise MeltrError(f"features.frames_per_token {self.frames_per_token}: expected >= 1 and a divisor of "
+                             f"num_frames ({self.num_frames})")
+
+
+@dataclass
+class TrainConfig:
+    method: str = "multitask"
+    model: str = "tiny"
+    dataset: str = "msrvtt"
+    task: str = "retrieval"
+    steps: int = 150
+    batch_size: int = 16
+    lr: float = 2e-3
+    weight_decay: float = 0.01
+    warmup_frac: float = 0.1        # linear LR warm-up, then linear decay to 0
+    grad_clip: float = 1.0
+    max_words: int = 24             # caption tokens incl. [CLS]/[SEP]
+    qa_max_words: int = 48          # QA texts: option/question (+ subtitles, cut first)
+    mask_prob: float = 0.15
+    loss_set: str = "univl8"        # retrieval/captioning: univl5 (UniVL's five) | univl8 (MELTR-UniVL's eight)
+    adapters: str = "none"          # none (full fine-tuning) | lora (peft LoRA; MELTR's meta step over the adapters)
+    lora_rank: int = 8
+    parallel: str = "ddp"           # under torchrun: ddp | fsdp (FSDP2; MELTR: finite_difference, replayed batches)
+    timing_warmup: int = 10         # steps excluded from throughput figures
+    nan_patience: int = 5           # consecutive non-finite losses before training stops
+    checkpoint_every: int = 50      # steps between resumable checkpoints (0: none)
+    seed: int = 0
+    device: str = "auto"
+    precision: str = "auto"        # auto (bf16 autocast on a GPU, fp32 on CPU) | fp32 | bf16
+    threads: int | None = None
+    meltr: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        if self.checkpoint_every < 0:
+            raise MeltrError(f"train.checkpoint_every: expected an integer >= 0, got {self.checkpoint_every!r}")
+        for key in ("steps", "batch_size", "max_words", "qa_max_words"):
+            if getattr(self, key) < 1:
+                raise MeltrError(f"train.{key}: expected an integer >= 1, got {getattr(self, key)!r}")
+        if self.method not in METHODS:
+            raise MeltrError(f"method {self.method!r}: expected one of {list(METHODS)}")
+        get_preset(self.model)  # unknown size -> MeltrError naming it
+        task_family(self.dataset, self.task)  # unknown dataset or task -> MeltrError naming it
+        if self.loss_set not in LOSS_SETS:
+            raise MeltrError(f"train.loss_set {self.loss_set!r}: expected one of {', '.join(LOSS_SETS)}")
+        if self.batch_size < 2:
+            raise MeltrError("train.batch_size: expected >= 2 (contrastive losses need negatives)")
+        if self.parallel not in ("ddp", "fsdp"):
+            raise MeltrError(f"train.parallel {self.parallel!r}: expected ddp or fsdp")
+        estimator = self.meltr.get("estimator", MeltrConfig.estimator)
+        batches = self.meltr.get("meta_batches", MeltrConfig.meta_batches)
+        if self.parallel == "fsdp" and self.method == "meltr" and (estimator, batches) != ("finite_difference",
+                                                                                             "replay"):
+            raise MeltrError("train.parallel fsdp with method meltr: expected meltr.estimator finite_difference and "
+                             "meltr.meta_batches replay (FSDP2 runs first-order passes only), got "
+                             f"{estimator!r} and {batches!r}")
+        if self.precision not in PRECISIONS:
+            raise MeltrError(f"train.precision {self.precision!r}: expected one of {', '.join(PRECISIONS)}")
+        if self.adapters not in ADAPTERS:
+            raise MeltrError(f"train.adapters {self.adapters!r}: expected one of {', '.join(ADAPTERS)}")
+
+
+@dataclass
+class MeltrConfig:
+    k: int = 3                      # meta step every k backbone steps
+    buffer_size: int = 10           # replay buffer of recent training batches
+    buffer_eviction: str = "fifo"   # fifo (UniVL) | random (Violet, All-in-one: a random slot, newer ones likelier)
+    optimizer: str = "adam"         # meta optimiser: adam (UniVL, All-in-one) | adamw (Violet)
+    lr: float = 1e-3                # UniVL's lr_vnet
+    beta1: float = 0.9
+    beta2: float = 0.999            # Violet and All-in-one: 0.98
+    weight_decay: float = 3e-5
+    clip: float = 50.0              # max norm of phi's gradient
+    gamma: float = 0.0              # regulariser weight (UniVL: off by default; Violet/All-in-one: 0.1)
+    reg_direct: bool = False        # add the regulariser's direct d/dphi term (the official code drops it)
+    # Default: the fastest estimator within its tolerance (finite_difference on the step's own batch, rel. err
+    # ~1e-3 vs the official double_backward). The official computation: double_backward on replayed batches.
+    estimator: str = "finite_difference"  # double_backward (official) | neumann | jvp | finite_difference
+    net: str = "univl"              # size preset of the Meta Loss Transformer
+    dropout: float = 0.0            # UniVL runs MELTR in eval mode
+    neumann_terms: int = NEUMANN_TERMS
+    neumann_alpha: float = NEUMANN_ALPHA
+    fd_eps: float = FD_EPS          # finite-difference radius, relative to |v|
+    meta_batches: str = "current"   # replay (official) | current (ours: the step's own batch and forward)
+    seed: int = 0
+
+    def __post_init__(self):
+        if self.k < 1 or self.buffer_size < 1:
+            raise MeltrError(f"meltr.k and meltr.buffer_size must be >= 1, got {self.k}, {self.buffer_size}")
+        if self.estimator not in ESTIMATORS:
+            raise MeltrError(f"meltr.estimator {self.estimator!r}: expected one of {ESTIMATORS}")
+        if self.meta_batches not in ("replay", "current"):
+            raise MeltrError(f"meltr.meta_batches {self.meta_batches!r}: expected 'replay' or 'current'")
+        if self.meta_batches == "current" and self.estimator not in ("finite_difference", "jvp"):
+            raise MeltrError(f"meltr.meta_batches 'current' reuses the step's first-order graph: expected "
+                             f"estimator finite_difference or jvp, got {self.estimator!r}")
+        if self.buffer_eviction not in ("fifo", "random"):
+            raise MeltrError(f"meltr.buffer_eviction {self.buffer_eviction!r}: expected 'fifo' or 'random'")
+        if self.optimizer not in ("adam", "adamw"):
+            raise MeltrError(f"meltr.optimizer {self.optimizer!r}: expected 'adam' or 'adamw'")
+        if self.net not in NET_PRESETS:
+            raise MeltrError(f"meltr.net {self.net!r}: expected one of {sorted(NET_PRESETS)}")
+
+
+# ----------------------------------------------------------------- benchmark methods
+BASELINES = ("finetune", "multitask")
+# MELTR with each estimator on the official replayed meta batches, and the two that reuse the step's batch.
+MELTR_VARIANTS = tuple(f"meltr/{e}" for e in ESTIMATORS) + ("meltr/jvp@current", "meltr/finite_difference@current")
+BENCH_METHODS = BASELINES + MELTR_VARIANTS  # the names `bench scaling` times
+
+
+def method_variant(name: str, meltr_cfg: dict) -> tuple[str, dict]:
+    """'meltr/jvp@current' -> ('meltr', {..., estimator: jvp, meta_batches: current})."""
+    if name in BASELINES:
+        return name, dict(meltr_cfg)
+    if name not in MELTR_VARIANTS:
+        raise MeltrError(f"scaling method {name!r}: expected one of {', '.join(BENCH_METHODS)}")
+    estimator, _, batches = name.removeprefix("meltr/").partition("@")
+    return "meltr", {**meltr_cfg, "estimator": estimator, "meta_batches": batches or "replay"}
+
+
+@dataclass
+class ScalingConfig:
+    sizes: list[str] = field(default_factory=lambda: ["micro", "tiny", "small", "mini"])
+    methods: list[str] = field(default_factory=lambda: ["finetune", "multitask", "meltr/double_backward",
+                                                        "meltr/finite_difference@current"])
+    ks: list[int] = field(default_factory=lambda: [3])
+    batch_sizes: list[int] = field(default_factory=lambda: [8])
+    adapters: list[str] = field(default_factory=lambda: ["none"])
+    rounds: int = 4                 # timed windows per method (and per k)
+    warmup: int | None = None       # steps before timing; None: max(2 max(k), 6)
+    feature_dim: int = 1024         # frame features (UniVL's S3D width)
+    loss_set: str = "univl8"
+    lora_rank: int = 8
+    precision: str = "auto"         # auto (bf16 autocast on a GPU, fp32 on CPU) | fp32 | bf16
+    peak_tflops: float | None = None  # one device's peak; None: measured by a large matmul in this run
+    parallel: str = "ddp"           # under torchrun: ddp | fsdp
+    time_budget_s: float | None = None  # points left when it runs out are recorded as skipped
+    device: str = "auto"
+    seed: int = 0
+    meltr: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        for size in self.sizes:
+            get_preset(size)
+        for m in self.methods:
+            method_variant(m, {})
+        for a in self.adapters:
+            if a not in ADAPTERS:
+                raise MeltrError(f"scaling adapters {a!r}: expected one of {', '.join(ADAPTERS)}")
+        if not self.ks or min(self.ks) < 1 or not self.batch_sizes or min(self.batch_sizes) < 2:
+            raise MeltrError("scaling: expected ks >= 1 and batch sizes >= 2")
+        if self.rounds < 1:
+            raise MeltrError("scaling.rounds: expected >= 1")
+        if self.precision not in PRECISIONS:
+            raise MeltrError(f"scaling.precision {self.precision!r}: expected one of {', '.join(PRECISIONS)}")
+        if self.parallel not in ("ddp", "fsdp"):
+            raise MeltrError(f"scaling.parallel {self.parallel!r}: expected ddp or fsdp")
+
+

@@ -27,6 +27,7 @@ wildcard_constraints:
 include: "workflow/rules/data.smk"
 include: "workflow/rules/features.smk"
 include: "workflow/rules/train.smk"
+include: "workflow/rules/cost.smk"
 include: "workflow/rules/scaling.smk"
 include: "workflow/rules/report.smk"
 

@@ -174,7 +174,8 @@ def cmd_report(args) -> None:
     from .report.build import build_report
 
     build_report(args.runs, args.summary, args.report_dir, args.metrics, scaling=args.scaling,
-                 scaling_csv=args.scaling_csv, slopes_csv=args.slopes_csv, memory_budgets_gb=args.memory_budgets_gb)
+                 scaling_csv=args.scaling_csv, slopes_csv=args.slopes_csv, memory_budgets_gb=args.memory_budgets_gb,
+                 costs=args.costs)
 
 
 def cmd_bench_meltr_step(args) -> None:
@@ -217,6 +218,21 @@ def cmd_bench_scaling(args) -> None:
         raise MeltrError(f"bench scaling: {len(failed)} points failed ({', '.join(failed)}); see the log")
 
 
+def cmd_bench_cost(args) -> None:
+    from .bench.cost import task_cost
+    from .config import CostConfig, MeltrConfig, TrainConfig
+    from .io import write_json
+
+    fields = _collect(args, TrainConfig)
+    fields["meltr"] = _collect(args, MeltrConfig, prefix="meltr_")
+    cfg = TrainConfig(**{**fields, "method": "meltr"})  # the method is per contender; validate MELTR's settings
+    MeltrConfig(**fields["meltr"])
+    cost = CostConfig(**_collect(args, CostConfig))
+    result = task_cost(args.train_manifest, args.features, cfg, args.methods, cost.rounds, cost.warmup)
+    write_json(args.out, result)
+    print(json.dumps({k: v for k, v in result.items() if k != "methods"}))
+
+
 class _Lazy:
     """A config dataclass imported only when its subcommand runs: importing torch and transformers takes
     seconds, and `synth`, `prepare`, `data check` and `report` (most jobs of a run) need neither."""
@@ -236,8 +252,9 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
 
     MeltrConfig = _Lazy("meltr.config", "MeltrConfig", want("train", "bench"))
     FeatureConfig = _Lazy("meltr.config", "FeatureConfig", want("features"))
-    TrainConfig = _Lazy("meltr.config", "TrainConfig", want("train"))
+    TrainConfig = _Lazy("meltr.config", "TrainConfig", want("train", "bench"))
     ScalingConfig = _Lazy("meltr.config", "ScalingConfig", want("bench"))
+    CostConfig = _Lazy("meltr.config", "CostConfig", want("bench"))
 
     parser = argparse.ArgumentParser(prog="meltr", description=__doc__.splitlines()[0])
     parser.add_argument("-v", "--verbose", action="store_true")
@@ -302,6 +319,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     p.add_argument("--summary", required=True)
     p.add_argument("--report-dir", required=True)
     p.add_argument("--metrics", required=True, help="nested metrics JSON for dvc metrics")
+    p.add_argument("--costs", nargs="*", default=None, help="`meltr bench cost` JSON files: the cost ratios")
     p.add_argument("--scaling", nargs="*", default=None, help="`meltr bench scaling` JSON files: adds the scaling section")
     p.add_argument("--scaling-csv", default=None, help="every scaling point, one row each (DVC plots)")
     p.add_argument("--slopes-csv", default=None, help="fitted scaling slopes per device, method and k")
@@ -323,6 +341,18 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
                    help="the retrieval losses: UniVL's five or MELTR-UniVL's eight (default)")
     MeltrConfig.flags(p, prefix="meltr_", skip=("seed", "k", "estimator"))
     p.set_defaults(func=cmd_bench_meltr_step)
+
+    p = bench.add_parser("cost", help="one task's methods on its own model and batches, interleaved: the ratios "
+                                      "the report states (JSON)")
+    p.add_argument("--train-manifest", required=True)
+    p.add_argument("--features", required=True)
+    p.add_argument("--out", required=True, help="the JSON file to write")
+    p.add_argument("--methods", nargs="+", choices=["finetune", "multitask", "meltr"],
+                   default=["finetune", "multitask", "meltr"])
+    CostConfig.flags(p)
+    TrainConfig.flags(p, skip=("meltr", "method", "steps", "checkpoint_every", "timing_warmup", "nan_patience"))
+    MeltrConfig.flags(p, prefix="meltr_", skip=("seed",))
+    p.set_defaults(func=cmd_bench_cost)
 
     p = bench.add_parser("scaling", help="sizes x methods x k x batch size x adapters: throughput, memory, "
                                          "FLOPs, MFU; out-of-memory points recorded (torchrun: N processes)")

@@ -209,3 +209,17 @@ class ScalingConfig:
             raise MeltrError(f"scaling.parallel {self.parallel!r}: expected ddp or fsdp")
 
 
+
+
+@dataclass
+class CostConfig:
+    """The per-task cost jobs (`meltr bench cost`): the report's cost ratios, methods interleaved."""
+
+    rounds: int = 5                 # timed rounds: one window of k steps per method each
+    warmup: int | None = None       # untimed steps per method first; None: max(2k, 6)
+
+    def __post_init__(self):
+        if self.rounds < 1:
+            raise MeltrError(f"cost.rounds: expected an integer >= 1, got {self.rounds!r}")
+        if self.warmup is not None and self.warmup < 1:
+            raise MeltrError(f"cost.warmup: expected an integer >= 1 or null, got {self.warmup!r}")

@@ -11,7 +11,7 @@ import yaml
 
 import meltr.combiners
 import meltr.config
-from meltr.config import FeatureConfig, MeltrConfig, ScalingConfig, TrainConfig
+from meltr.config import CostConfig, FeatureConfig, MeltrConfig, ScalingConfig, TrainConfig
 from meltr.meta.hypergradient import hypergradient
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -19,7 +19,8 @@ PARAMS_TEXT = (ROOT / "params.yaml").read_text()
 PARAMS = yaml.safe_load(PARAMS_TEXT)
 SCHEMA = yaml.safe_load((ROOT / "workflow" / "schemas" / "params.schema.yaml").read_text())
 
-SECTIONS = {"features": FeatureConfig, "train": TrainConfig, "meltr": MeltrConfig, "scaling": ScalingConfig}
+SECTIONS = {"features": FeatureConfig, "train": TrainConfig, "meltr": MeltrConfig, "scaling": ScalingConfig,
+            "cost": CostConfig}
 # Keys the workflow reads itself, never passed to the section's command as a flag:
 PIPELINE_ONLY = {
     "features": set(),
@@ -29,6 +30,7 @@ PIPELINE_ONLY = {
     # flags (workflow/rules/scaling.smk): committed sweeps measured elsewhere, and the memory sizes a report
     # compares against, neither of them a setting of `meltr bench scaling`.
     "scaling": {"results", "memory_budgets_gb"},
+    "cost": set(),
 }
 DIFFERS = "differs from the default"
 

@@ -106,9 +106,9 @@ def test_report_md(built):
     assert md.startswith("# ")
     assert "| dataset | task | model | method | t2v R@1 |" in md
     assert "| msrvtt | retrieval | tiny | MELTR | 13.33 |" in md
-    assert "0.40×" in md and "0.50×" in md and "1.60×" in md
-    assert "MELTR ran at 0.50× the throughput of multi-task fine-tuning and 0.40× the throughput of " \
-           "standard fine-tuning" in md
+    # Without cost jobs the ratios divide separate training jobs: shown struck through, never stated.
+    assert "~~0.40×~~ unusable" in md and "~~0.50×~~ unusable" in md and "1.60×" in md
+    assert "0.50× the throughput" not in md and "could not measure reliably" in md
     assert "chance 1.67" in md
     assert "| 1.67 | 2.5e-07 |" in md  # chance R@1, then the probability of this R@1 with random scores
     assert "](quality_vs_throughput.png)" in md and "](meltr_weights.png)" in md
@@ -232,3 +232,43 @@ def test_every_family_gets_its_table_baseline_and_skipped_list(tmp_path):
     assert "Broken videos skipped (`features.on_bad_video: skip`): 1: `gifs/bad.gif`" in md
     nested = json.loads((out / "metrics.json").read_text())
     assert nested["tgifqa"]["count"]["tiny"]["meltr"]["score"] == 3.5
+
+
+def _cost_file(path, finetune, multitask, usable_ft=True, usable_mt=True):
+    path.write_text(json.dumps({
+        "dataset": "msrvtt", "task": "retrieval", "model": "tiny", "rounds": 5, "device": "cpu",
+        "meltr_vs_finetune": finetune, "meltr_vs_finetune_iqr": 0.01, "meltr_vs_finetune_usable": usable_ft,
+        "meltr_vs_multitask": multitask, "meltr_vs_multitask_iqr": 0.3, "meltr_vs_multitask_usable": usable_mt,
+        "mem_meltr_vs_finetune": 1.5, "mem_meltr_vs_multitask": 1.1}))
+    return path
+
+
+def test_the_cost_jobs_ratios_replace_the_division_of_separate_jobs(tmp_path, runs):
+    from meltr.report.runs import load_costs
+
+    cost = _cost_file(tmp_path / "cost.json", 0.21, 0.74)
+    r = throughput_ratios(collect_runs(runs), load_costs([cost])).iloc[0]
+    # The training jobs alone would give 0.4 and 0.5 (see test_throughput_ratios).
+    assert r["meltr_vs_finetune"] == pytest.approx(0.21) and r["meltr_vs_multitask"] == pytest.approx(0.74)
+    assert r["mem_meltr_vs_multitask"] == pytest.approx(1.1) and r["meltr_vs_multitask_iqr"] == pytest.approx(0.3)
+    assert r["source"].startswith("cost job")
+    fallback = throughput_ratios(collect_runs(runs)).iloc[0]
+    assert fallback["source"] == "separate training jobs" and not fallback["meltr_vs_finetune_usable"]
+
+
+def test_an_unusable_ratio_is_struck_through_and_not_stated(tmp_path, runs):
+    cost = _cost_file(tmp_path / "cost.json", 0.21, 4.11, usable_mt=False)
+    report_dir = tmp_path / "r"
+    build_report(runs, tmp_path / "s.csv", report_dir, tmp_path / "m.json", costs=[cost])
+    md = (report_dir / "report.md").read_text()
+    assert "0.21× the throughput of standard fine-tuning" in md
+    assert "4.11× the throughput" not in md  # not stated as a finding
+    assert "~~4.11× (IQR 0.30)~~ unusable" in md
+
+
+def test_a_malformed_cost_file_is_one_line(tmp_path, runs):
+    bad = tmp_path / "cost.json"
+    bad.write_text(json.dumps({"dataset": "msrvtt", "task": "retrieval", "model": "tiny", "rounds": 3,
+                               "device": "cpu", "meltr_vs_finetune": "fast"}))
+    with pytest.raises(MeltrError, match="meltr_vs_finetune: expected a number"):
+        build_report(runs, tmp_path / "s.csv", tmp_path / "r", tmp_path / "m.json", costs=[bad])

@@ -83,8 +83,8 @@ def test_profile_runs_the_workflow_on_a_real_slurm_cluster(tmp_path):
             cmd = ["snakemake", "--profile", PROFILE,
                    "--default-resources", f"slurm_partition={c.partition}", f"slurm_account={c.account}",
                    "runtime=10", "mem_mb=500", "cpus_per_task=threads",
-                   "--set-resources", "train:gpu=0", "evaluate:gpu=0", "scaling:gpu=0",
-                   "--set-threads", "train=2", "features=2", "scaling=2",
+                   "--set-resources", "train:gpu=0", "evaluate:gpu=0", "scaling:gpu=0", "cost:gpu=0",
+                   "--set-threads", "train=2", "features=2", "scaling=2", "cost=2",
                    # Poll sacct every second while nothing runs (the plugin adds 10 s per poll while jobs run).
                    "--slurm-init-seconds-before-status-checks", "1",
                    "--slurm-keep-successful-logs", "--latency-wait", "10"]
@@ -121,7 +121,8 @@ def test_profile_runs_the_workflow_on_a_real_slurm_cluster(tmp_path):
     # (a) Every job of the workflow ran as a SLURM job of this run, and completed.
     jobs = [line.split("|") for line in accounting.splitlines() if line.strip()]
     expected = sorted(["rule_synth_wildcards_msrvtt", "rule_prepare_wildcards_msrvtt_retrieval",
-                       "rule_features_wildcards_msrvtt", "rule_scaling", "rule_report"]
+                       "rule_features_wildcards_msrvtt", "rule_scaling", "rule_report",
+                       "rule_cost_wildcards_msrvtt_retrieval_tiny"]
                       + [f"rule_{rule}_wildcards_msrvtt_retrieval_{m}_tiny" for rule in ("train", "evaluate")
                          for m in METHODS])
     assert sorted(j[3] for j in jobs) == expected, accounting

@@ -70,9 +70,10 @@ class Contender:
     `windows[(round, k)]` holds the step times of each timed window (k None for a baseline)."""
 
     def __init__(self, name: str, model: torch.nn.Module, combiner, batches: list[dict], device: torch.device,
-                 precision: str = "fp32", lr: float = 1e-4, seed: int = 0, samples_per_step: int | None = None):
+                 precision: str = "fp32", lr: float = 1e-4, seed: int = 0, samples_per_step: int | None = None,
+                 grad_clip: float | None = None):
         self.name, self.model, self.combiner, self.batches = name, model, combiner, batches
-        self.device, self.precision, self.seed = device, precision, seed
+        self.device, self.precision, self.seed, self.grad_clip = device, precision, seed, grad_clip
         self.params = [p for p in model.parameters() if p.requires_grad]
         self.opt = torch.optim.AdamW(self.params, lr=lr)
         self.is_meltr = hasattr(combiner, "cfg")
@@ -96,7 +97,8 @@ class Contender:
             batch = self.batches[(self.step - 1) % len(self.batches)]
             with autocast(self.device, self.precision):
                 results.append(run_step(self.model, self.combiner, self.opt, self.params, batch, self.step,
-                                        self.seed + self.step, self.device, events=events, check_finite=False))
+                                        self.seed + self.step, self.device, self.grad_clip, events=events,
+                                        check_finite=False))
         sync(self.device)
         if window is None:
             return

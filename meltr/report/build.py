@@ -8,7 +8,7 @@ from typing import Iterable
 from ..errors import MeltrError
 from ..io import write_json, write_text
 from .render import write_csv
-from .runs import (collect_runs, dvc_metrics, load_meltr_weights, plot_meltr_weights, plot_quality_vs_throughput,
+from .runs import (collect_runs, dvc_metrics, load_costs, load_meltr_weights, plot_meltr_weights, plot_quality_vs_throughput,
                    report_markdown, throughput_ratios)
 from .scaling import build_scaling, load_points
 
@@ -16,7 +16,8 @@ from .scaling import build_scaling, load_points
 def build_report(run_dirs: Iterable[str | os.PathLike], summary_csv: str | os.PathLike,
                  report_dir: str | os.PathLike, metrics_json: str | os.PathLike,
                  scaling: list[str | os.PathLike] | None = None, scaling_csv: str | os.PathLike | None = None,
-                 slopes_csv: str | os.PathLike | None = None, memory_budgets_gb: list[float] = (24, 80, 141)) -> None:
+                 slopes_csv: str | os.PathLike | None = None, memory_budgets_gb: list[float] = (24, 80, 141),
+                 costs: list[str | os.PathLike] | None = None) -> None:
     """Write summary_csv, metrics_json (nested for DVC), and report.md + PNG plots in report_dir; with
     `scaling` (`meltr bench scaling` JSON files) also the scaling section, its CSVs and plots.
 
@@ -24,7 +25,7 @@ def build_report(run_dirs: Iterable[str | os.PathLike], summary_csv: str | os.Pa
     so bad input leaves the previous outputs untouched.
     """
     df = collect_runs(run_dirs)
-    ratios = throughput_ratios(df)
+    ratios = throughput_ratios(df, load_costs(costs) if costs else None)
     # Read the MELTR train logs before writing anything, so a bad log leaves old outputs in place.
     weight_panels = load_meltr_weights(df[df["method"] == "meltr"])
     report_md = report_markdown(df, ratios, has_weights=bool(weight_panels))

@@ -184,28 +184,65 @@ def _ratio(num: float, den: float) -> float:
     return float(num) / float(den)
 
 
-def throughput_ratios(df: pd.DataFrame) -> pd.DataFrame:
+RATIO_COLS = ["meltr_vs_finetune", "meltr_vs_multitask", "mem_meltr_vs_finetune", "mem_meltr_vs_multitask"]
+SPREAD_COLS = ["meltr_vs_finetune_iqr", "meltr_vs_multitask_iqr", "meltr_vs_finetune_usable",
+               "meltr_vs_multitask_usable"]
+
+
+def load_costs(paths: Iterable[str | os.PathLike]) -> pd.DataFrame:
+    """The per-task cost files of `meltr bench cost`: one row per (dataset, task, model) with MELTR's ratios
+    to each baseline, their IQR over rounds and whether they are usable."""
+    rows = []
+    for path in paths:
+        path = Path(path)
+        obj = _read_json(path)
+        row = {k: _get(obj, k, path) for k in (*GROUP, "rounds", "device")}
+        for col in RATIO_COLS + ["meltr_vs_finetune_iqr", "meltr_vs_multitask_iqr"]:
+            row[col] = obj.get(col)
+            if row[col] is not None and not isinstance(row[col], (int, float)):
+                raise MeltrError(f"{path}: {col}: expected a number or null, got {row[col]!r}")
+        for col in ("meltr_vs_finetune_usable", "meltr_vs_multitask_usable"):
+            row[col] = bool(obj.get(col, False))
+        rows.append(row)
+    return pd.DataFrame(rows, columns=GROUP + ["rounds", "device"] + RATIO_COLS + SPREAD_COLS)
+
+
+def throughput_ratios(df: pd.DataFrame, costs: pd.DataFrame | None = None) -> pd.DataFrame:
     """Per (dataset, task, model): MELTR's samples/s and peak memory relative to the baselines.
 
     `meltr_vs_finetune` = samples/s of meltr / samples/s of finetune (below 1 = MELTR is slower);
-    `mem_*` the same for peak memory (above 1 = MELTR needs more). NaN where a method is missing.
+    `mem_*` the same for peak memory (above 1 = MELTR needs more). With `costs` (`load_costs`) the ratios are
+    those of the task's cost job, methods interleaved in one process, with their IQR over rounds and a usable
+    flag. Without, they divide the separate training jobs, which a shared machine can skew at will: they are
+    then marked unusable (`source: separate training jobs`). NaN where a method is missing.
     """
+    by_cell = {tuple(r[k] for k in GROUP): r for _, r in costs.iterrows()} if costs is not None else {}
     out = []
     for key, group in df.groupby(GROUP, sort=True):
-        by_method = group.set_index("method")
+        row = {**dict(zip(GROUP, key))}
+        if key in by_cell:
+            cost = by_cell[key]
+            row.update({c: (math.nan if cost[c] is None or pd.isna(cost[c]) else float(cost[c]))
+                        for c in RATIO_COLS + ["meltr_vs_finetune_iqr", "meltr_vs_multitask_iqr"]})
+            row.update(meltr_vs_finetune_usable=bool(cost["meltr_vs_finetune_usable"]),
+                       meltr_vs_multitask_usable=bool(cost["meltr_vs_multitask_usable"]),
+                       source=f"cost job, methods interleaved, {int(cost['rounds'])} rounds")
+        else:
+            by_method = group.set_index("method")
 
-        def value(method: str, col: str) -> float:
-            return by_method.at[method, col] if method in by_method.index else math.nan
+            def value(method: str, col: str) -> float:
+                return by_method.at[method, col] if method in by_method.index else math.nan
 
-        out.append({
-            **dict(zip(GROUP, key)),
-            "meltr_vs_finetune": _ratio(value("meltr", "samples_per_s"), value("finetune", "samples_per_s")),
-            "meltr_vs_multitask": _ratio(value("meltr", "samples_per_s"), value("multitask", "samples_per_s")),
-            "mem_meltr_vs_finetune": _ratio(value("meltr", "peak_mem_mb"), value("finetune", "peak_mem_mb")),
-            "mem_meltr_vs_multitask": _ratio(value("meltr", "peak_mem_mb"), value("multitask", "peak_mem_mb")),
-        })
-    columns = GROUP + ["meltr_vs_finetune", "meltr_vs_multitask", "mem_meltr_vs_finetune", "mem_meltr_vs_multitask"]
-    return pd.DataFrame(out, columns=columns)
+            row.update({
+                "meltr_vs_finetune": _ratio(value("meltr", "samples_per_s"), value("finetune", "samples_per_s")),
+                "meltr_vs_multitask": _ratio(value("meltr", "samples_per_s"), value("multitask", "samples_per_s")),
+                "mem_meltr_vs_finetune": _ratio(value("meltr", "peak_mem_mb"), value("finetune", "peak_mem_mb")),
+                "mem_meltr_vs_multitask": _ratio(value("meltr", "peak_mem_mb"), value("multitask", "peak_mem_mb")),
+                "meltr_vs_finetune_iqr": math.nan, "meltr_vs_multitask_iqr": math.nan,
+                "meltr_vs_finetune_usable": False, "meltr_vs_multitask_usable": False,
+                "source": "separate training jobs"})
+        out.append(row)
+    return pd.DataFrame(out, columns=GROUP + RATIO_COLS + SPREAD_COLS + ["source"])
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -366,10 +403,19 @@ def _ratio_table(ratios: pd.DataFrame) -> str:
     def x(v: float) -> str:
         return "–" if pd.isna(v) else f"{v:.2f}×"
 
+    def speed(r, base: str) -> str:
+        """median (IQR over rounds); a ratio whose spread says nothing is struck through and flagged."""
+        v, iqr, usable = r[f"meltr_vs_{base}"], r[f"meltr_vs_{base}_iqr"], r[f"meltr_vs_{base}_usable"]
+        if pd.isna(v):
+            return "–"
+        text = f"{v:.2f}×" + ("" if pd.isna(iqr) else f" (IQR {iqr:.2f})")
+        return text if usable else f"~~{text}~~ unusable"
+
     headers = ["dataset", "task", "model", "MELTR / fine-tune samples/s", "MELTR / multi-task samples/s",
-               "MELTR / fine-tune peak mem", "MELTR / multi-task peak mem"]
-    rows = [[r["dataset"], r["task"], r["model"], x(r["meltr_vs_finetune"]), x(r["meltr_vs_multitask"]),
-             x(r["mem_meltr_vs_finetune"]), x(r["mem_meltr_vs_multitask"])] for _, r in ratios.iterrows()]
+               "MELTR / fine-tune peak mem", "MELTR / multi-task peak mem", "measured by"]
+    rows = [[r["dataset"], r["task"], r["model"], speed(r, "finetune"), speed(r, "multitask"),
+             x(r["mem_meltr_vs_finetune"]), x(r["mem_meltr_vs_multitask"]), r["source"]]
+            for _, r in ratios.iterrows()]
     return md_table(headers, rows)
 
 
@@ -379,11 +425,14 @@ def _group_sentence(group: pd.DataFrame, ratio: pd.Series) -> str:
     by_method = group.set_index("method")
     if "meltr" not in by_method.index:
         return f"On {dataset} {task} with the {model} model there is no MELTR run to compare."
+    # A ratio whose spread over rounds makes it meaningless is not stated as a finding (bench/runner.py).
     speed = [f"{ratio[col]:.2f}× the throughput of {name}"
              for col, name in (("meltr_vs_multitask", "multi-task fine-tuning"),
-                               ("meltr_vs_finetune", "standard fine-tuning")) if not pd.isna(ratio[col])]
+                               ("meltr_vs_finetune", "standard fine-tuning"))
+             if not pd.isna(ratio[col]) and ratio[f"{col}_usable"]]
     text = f"On {dataset} {task} with the {model} model, MELTR ran at " + (
-        " and ".join(speed) if speed else "an unknown fraction of the baselines' throughput (no baseline run)")
+        " and ".join(speed) if speed else "a fraction of the baselines' throughput that this run could not measure "
+        "reliably (no baseline, or too much spread between rounds: see the ratio table)")
     quality = [f"{by_method.at[m, 'score']:.2f} ({METHOD_LABEL[m]})" for m in ("multitask", "finetune")
                if m in by_method.index]
     meltr = by_method.loc["meltr"]
@@ -423,8 +472,11 @@ def _measured_section(df: pd.DataFrame, ratios: pd.DataFrame) -> str:
         "included (the window is a multiple of MELTR's meta interval k)"
         + (f"; batch size {', '.join(map(str, batches))}" if batches else "") + ".",
         f"- Device, as named in throughput.json: {', '.join(devices) if devices else 'not recorded'}.",
-        "- The methods compared in one row group were trained in the same run (same data, model and settings), "
-        "so the ratios compare like with like.",
+        "- The cost ratios come from each task's cost job (`meltr bench cost`): every method on the task's own "
+        "model and training batches, timed interleaved in one process (warm-up excluded, one window of k steps "
+        "per method per round, the order rotated between rounds), as the median over rounds of the per-round "
+        "ratio with its IQR. A ratio whose IQR exceeds a fifth of it, or with fewer than 3 rounds, is struck "
+        "through as unusable instead of being stated; so is any ratio taken from separate training jobs.",
         "- Peak MB is `peak_mem_mb` from throughput.json, with the one meaning of `meltr/train/memory.py`: what "
         "the method holds at its peak over the timed steps (weights, gradients, optimiser state, MELTR and the "
         "steps' transient buffers; on CPU its tensors plus the sampled rise of the resident set); meta-step ms "

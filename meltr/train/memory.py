@@ -32,6 +32,11 @@ def _mallopt(option: int, value: int) -> None:
         ctypes.CDLL("libc.so.6").mallopt(option, value)
 
 
+def _malloc_trim() -> None:
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+
+
 class PeakRSS:
     """Peak resident memory above the level at entry, sampled every `interval_s`."""
 
@@ -90,6 +95,7 @@ class PeakMemory:
             return self
         gc.collect()
         if self.strict:
+            _malloc_trim()  # free heap memory would be reused unseen by the steps: hand it back first
             _mallopt(_M_MMAP_THRESHOLD, 64 * 1024)
         self._rss = PeakRSS(0.001 if self.strict else 0.01).__enter__()
         return self

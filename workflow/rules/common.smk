@@ -19,6 +19,8 @@ RUN_MODEL = "results/runs/{dataset}/{task}/{method}/{model}/model.pt"
 RUN_LOG = "results/runs/{dataset}/{task}/{method}/{model}/train_log.jsonl"
 RUN_THROUGHPUT = "results/runs/{dataset}/{task}/{method}/{model}/throughput.json"
 RUN_METRICS = "results/runs/{dataset}/{task}/{method}/{model}/metrics.json"
+# One cost measurement per (dataset, task, model): all methods interleaved.
+COST = "results/cost/{dataset}/{task}/{model}.json"
 
 
 def _module_file(dotted):
@@ -129,6 +131,20 @@ def store_features(store):
     dataset, tasks = STORES[store]
     own = task_feature_changes(dataset, tasks[0])
     return {**config["features"], **(config["datasets"][dataset].get("features") or {}), **own}
+
+
+def costs():
+    """The cost file of every (dataset, task, model) cell."""
+    return [COST.format(dataset=d, task=t, model=s) for d, t in CELLS for s in MODELS]
+
+
+# Train settings that do not change a step's cost (`meltr bench cost` takes none of them).
+NOT_COST = ("steps", "checkpoint_every", "timing_warmup", "nan_patience")
+
+
+def cost_train(dataset, task):
+    """The task's train settings that `meltr bench cost` takes."""
+    return {k: v for k, v in task_train(dataset, task).items() if k not in NOT_COST}
 
 
 def task_train(dataset, task):

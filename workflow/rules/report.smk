@@ -19,6 +19,7 @@ rule report:
         metrics=grid(RUN_METRICS),
         throughput=grid(RUN_THROUGHPUT),
         logs=grid(RUN_LOG),
+        costs=costs(),
         scaling=["results/scaling/local.json"] + config["scaling"].get("results", []),
         code=code("meltr.report.build"),
     params:
@@ -30,6 +31,6 @@ rule report:
     benchmark:
         "benchmarks/report.tsv"
     shell:
-        "meltr report --runs {params.runs} --summary {output.summary} --metrics {output.metrics}"
+        "meltr report --runs {params.runs} --costs {input.costs} --summary {output.summary} --metrics {output.metrics}"
         " --report-dir {params.report_dir} --scaling {input.scaling} --scaling-csv {output.scaling_csv}"
         " --slopes-csv {output.slopes_csv} --memory-budgets-gb {params.budgets} > {log} 2>&1"

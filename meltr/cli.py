@@ -11,6 +11,7 @@ import dataclasses
 import importlib
 import json
 import logging
+import os
 import sys
 import typing
 
@@ -102,6 +103,17 @@ def _collect(args: argparse.Namespace, cls, prefix: str = "") -> dict:
 
 
 # ------------------------------------------------------------------ subcommands
+def _set_threads(threads: int | None) -> None:
+    """--threads N: torch's intra-op threads (None: torch's own choice)."""
+    if threads is None:
+        return
+    if threads < 1:
+        raise MeltrError(f"--threads: expected an integer >= 1, got {threads}")
+    import torch
+
+    torch.set_num_threads(threads)
+
+
 def cmd_synth(args) -> None:
     fn = _function(WRITERS[args.dataset])
     kwargs = _pick_keywords(args, fn, args.keyword_flags, f"synth --dataset {args.dataset}")
@@ -133,10 +145,7 @@ def cmd_features(args) -> None:
     from .features.extract import extract_features
     from .io import read_jsonl
 
-    if args.threads:
-        import torch
-
-        torch.set_num_threads(args.threads)
+    _set_threads(args.threads)
     records = [r for path in args.manifests for r in read_jsonl(path)]
     cfg = FeatureConfig(**_collect(args, FeatureConfig))
     if args.s3d:  # UniVL's pre-extracted S3D features replace frame decoding and the vision backbone
@@ -159,14 +168,13 @@ def cmd_train(args) -> None:
 
 
 def cmd_evaluate(args) -> None:
+    from .config import EvaluateConfig
     from .evaluate import evaluate
 
-    if args.threads:
-        import torch
-
-        torch.set_num_threads(args.threads)
+    _set_threads(args.threads)
+    cfg = EvaluateConfig(**_collect(args, EvaluateConfig))
     metrics = evaluate(args.checkpoint, args.test_manifest, args.features, args.out, args.device,
-                       beam_size=args.beam_size, out_of_vocabulary=args.out_of_vocabulary, meteor=args.meteor)
+                       beam_size=cfg.beam_size, out_of_vocabulary=cfg.out_of_vocabulary, meteor=cfg.meteor)
     print(json.dumps(metrics))
 
 
@@ -183,10 +191,7 @@ def cmd_bench_meltr_step(args) -> None:
     from .config import MeltrConfig
     from .io import write_json
 
-    if args.threads:
-        import torch
-
-        torch.set_num_threads(args.threads)
+    _set_threads(args.threads)
     if args.k < 1 or args.batch_size < 2:
         raise MeltrError("bench meltr-step: expected --k >= 1 and --batch-size >= 2")
     meltr_cfg = _collect(args, MeltrConfig, prefix="meltr_")
@@ -202,10 +207,7 @@ def cmd_bench_scaling(args) -> None:
     from .bench.scaling import GRIDS, format_table, sweep
     from .config import MeltrConfig, ScalingConfig
 
-    if args.threads:
-        import torch
-
-        torch.set_num_threads(args.threads)
+    _set_threads(args.threads)
     cfg = ScalingConfig(**{**GRIDS[args.grid], **_collect(args, ScalingConfig)},
                         meltr=_collect(args, MeltrConfig, prefix="meltr_"))
     from .train.parallel import is_distributed
@@ -255,9 +257,12 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     TrainConfig = _Lazy("meltr.config", "TrainConfig", want("train", "bench"))
     ScalingConfig = _Lazy("meltr.config", "ScalingConfig", want("bench"))
     CostConfig = _Lazy("meltr.config", "CostConfig", want("bench"))
+    EvaluateConfig = _Lazy("meltr.config", "EvaluateConfig", want("evaluate"))
 
     parser = argparse.ArgumentParser(prog="meltr", description=__doc__.splitlines()[0])
     parser.add_argument("-v", "--verbose", action="store_true")
+    parser.add_argument("--debug", action="store_true",
+                        help="show the traceback of an error instead of its one line (also MELTR_DEBUG=1)")
     sub = parser.add_subparsers(dest="command", required=True)
 
     from .data.registry import DATASETS, loader
@@ -306,12 +311,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     p.add_argument("--out", required=True)
     p.add_argument("--device", default="auto")
     p.add_argument("--threads", type=int, default=None)
-    p.add_argument("--beam-size", type=int, default=3, help="captioning: beam width (greedy is reported too)")
-    p.add_argument("--out-of-vocabulary", choices=["wrong", "exclude"], default="wrong",
-                   help="open-ended QA: test answers outside the training answers count as wrong (strict) "
-                        "or are excluded (All-in-one)")
-    p.add_argument("--meteor", type=_parse_bool, default=True, metavar="BOOL",
-                   help="captioning: compute METEOR (needs java)")
+    EvaluateConfig.flags(p)  # --beam-size, --out-of-vocabulary wrong|exclude, --meteor BOOL
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("report", help="summary.csv, report.md and plots from finished runs")
@@ -366,15 +366,51 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     return parser
 
 
+def _one_line(exc: BaseException) -> str:
+    """What went wrong, on one line: the file an OS error names, and the error's own words."""
+    if isinstance(exc, OSError) and exc.filename is not None:
+        return f"{exc.filename}: {exc.strerror or exc}"
+    if isinstance(exc, UnicodeDecodeError):
+        return f"expected UTF-8 text, got byte 0x{exc.object[exc.start]:02x} at offset {exc.start}"
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
+def _where(exc: BaseException) -> str:
+    """The innermost frame of the package in the exception's traceback: where a bug shows itself."""
+    import traceback
+
+    frames = [f for f in traceback.extract_tb(exc.__traceback__) if f"{os.sep}meltr{os.sep}" in f.filename]
+    return f"{os.path.relpath(frames[-1].filename)}:{frames[-1].lineno}" if frames else "?"
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Every error that reaches here is one line on stderr: bad input, settings or environment (a MeltrError,
+    a file that cannot be read or written, a disk that is full) exit with 2, Ctrl-C with 130 (a training job's
+    last checkpoint is intact: rerun to resume), anything else, a bug, with 1 and where it happened. With
+    --debug or MELTR_DEBUG=1 the traceback is shown instead."""
     argv = sys.argv[1:] if argv is None else list(argv)
     command = next((a for a in argv if not a.startswith("-")), None)
     args = build_parser(command).parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    debug = args.debug or os.environ.get("MELTR_DEBUG", "") not in ("", "0")
+    head = f"meltr {args.command}"
     try:
         args.func(args)
-    except MeltrError as exc:
-        print(f"meltr {args.command}: error: {exc}", file=sys.stderr)
-        return exc.exit_code
+    except KeyboardInterrupt:
+        if debug:
+            raise
+        print(f"{head}: interrupted (a training job keeps its last checkpoint: rerun to resume)", file=sys.stderr)
+        return 130
+    except (MeltrError, OSError, UnicodeError) as exc:
+        if debug:
+            raise
+        print(f"{head}: error: {_one_line(exc)}", file=sys.stderr)
+        return 2
+    except Exception as exc:  # a bug: one line that says where, the traceback on request
+        if debug:
+            raise
+        print(f"{head}: internal error: {type(exc).__name__}: {_one_line(exc)[:300]} (at {_where(exc)}; rerun "
+              "with --debug or MELTR_DEBUG=1 for the traceback)", file=sys.stderr)
+        return 1
     return 0

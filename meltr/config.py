@@ -6,6 +6,7 @@ the schema's defaults and params.yaml to these). Bad values raise a one-line `Me
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 from .data.registry import task_family
@@ -20,7 +21,63 @@ from .models.presets import get_preset
 # The methods the pipeline compares (combiners/: one LossCombiner each).
 METHODS = ("finetune", "multitask", "meltr")
 META_BATCHES = ("replay", "current")
+OUT_OF_VOCABULARY = ("wrong", "exclude")  # strict | All-in-one
 PRECISIONS = ("auto", "fp32", "bf16")  # auto: bf16 autocast on a GPU, fp32 on a CPU
+INF = math.inf
+
+
+@dataclass(frozen=True)
+class Range:
+    """What a numeric setting may be: finite, of the right type, inside [lo, hi] (open ends where marked)."""
+
+    lo: float = -INF
+    hi: float = INF
+    lo_open: bool = False
+    hi_open: bool = False
+    integer: bool = False
+    none_ok: bool = False
+
+    def describe(self) -> str:
+        kind = "an integer" if self.integer else "a finite number"
+        if self.hi == INF:
+            bound = "" if self.lo == -INF else f" {'>' if self.lo_open else '>='} {self.lo:g}"
+        else:
+            bound = f" in {'(' if self.lo_open else '['}{self.lo:g}, {self.hi:g}{')' if self.hi_open else ']'}"
+        return kind + bound + (" or null" if self.none_ok else "")
+
+    def check(self, where: str, value) -> None:
+        if value is None and self.none_ok:
+            return
+        number = isinstance(value, (int, float)) and not isinstance(value, bool)
+        if not number or (self.integer and not isinstance(value, int)) or not math.isfinite(value) \
+                or value < self.lo or (self.lo_open and value == self.lo) \
+                or value > self.hi or (self.hi_open and value == self.hi):
+            raise MeltrError(f"{where}: expected {self.describe()}, got {value!r}")
+
+
+def check_ranges(section: str, obj, ranges: dict[str, Range]) -> None:
+    """Every numeric field of a section against its Range: one-line errors naming section.key."""
+    for key, rng in ranges.items():
+        rng.check(f"{section}.{key}", getattr(obj, key))
+
+
+POSITIVE, NON_NEGATIVE, UNIT = Range(0, lo_open=True), Range(0), Range(0, 1)
+COUNT, COUNT0 = Range(1, integer=True), Range(0, integer=True)
+
+
+def check_device(where: str, name: str) -> None:
+    """auto, cpu or cuda[:N], and a CUDA device only where this torch sees one: refused before any work."""
+    import torch
+
+    if name in ("auto", "cpu"):
+        return
+    if not (name == "cuda" or (name.startswith("cuda:") and name[5:].isdigit())):
+        raise MeltrError(f"{where} {name!r}: expected auto, cpu, cuda or cuda:N")
+    if not torch.cuda.is_available():
+        raise MeltrError(f"{where} {name!r}: expected an available CUDA device; this torch ({torch.__version__}) "
+                         "sees none")
+    if ":" in name and int(name[5:]) >= torch.cuda.device_count():
+        raise MeltrError(f"{where} {name!r}: expected a device index below {torch.cuda.device_count()}")
 
 
 @dataclass
@@ -39,6 +96,14 @@ class FeatureConfig:
     on_bad_video: str = "error"  # error: stop at a corrupt or missing video | skip: leave it out, listed in the store
 
     def __post_init__(self):
+        check_ranges("features", self, {"num_frames": COUNT, "image_size": COUNT, "patch_size": COUNT,
+                                        "frames_per_token": COUNT, "batch_size": COUNT, "seed": COUNT0})
+        if self.patch_size > self.image_size:
+            raise MeltrError(f"features.patch_size {self.patch_size}: expected at most image_size "
+                             f"({self.image_size})")
+        if self.pool == "grid" and self.image_size // self.patch_size < 2:
+            raise MeltrError(f"features.pool grid: expected at least 2 x 2 patches (image_size / patch_size >= 2) "
+                             f"for its four quadrants, got {self.image_size} / {self.patch_size}")
         if self.backbone not in BACKBONES:
             raise MeltrError(f"features.backbone {self.backbone!r}: expected 'clip' or 'videomae'")
         if self.pool not in POOLS:
@@ -83,11 +148,13 @@ class TrainConfig:
     meltr: dict = field(default_factory=dict)
 
     def __post_init__(self):
-        if self.checkpoint_every < 0:
-            raise MeltrError(f"train.checkpoint_every: expected an integer >= 0, got {self.checkpoint_every!r}")
-        for key in ("steps", "batch_size", "max_words", "qa_max_words"):
-            if getattr(self, key) < 1:
-                raise MeltrError(f"train.{key}: expected an integer >= 1, got {getattr(self, key)!r}")
+        check_ranges("train", self, {
+            "steps": COUNT, "batch_size": Range(2, integer=True), "lr": POSITIVE, "weight_decay": NON_NEGATIVE,
+            "warmup_frac": UNIT, "grad_clip": POSITIVE, "max_words": Range(4, integer=True),
+            "qa_max_words": Range(4, integer=True), "mask_prob": Range(0, 1, hi_open=True), "lora_rank": COUNT,
+            "timing_warmup": COUNT0, "nan_patience": COUNT, "checkpoint_every": COUNT0, "seed": COUNT0,
+            "threads": Range(1, integer=True, none_ok=True)})
+        check_device("train.device", self.device)
         if self.method not in METHODS:
             raise MeltrError(f"method {self.method!r}: expected one of {list(METHODS)}")
         get_preset(self.model)  # unknown size -> MeltrError naming it
@@ -109,6 +176,10 @@ class TrainConfig:
             raise MeltrError(f"train.precision {self.precision!r}: expected one of {', '.join(PRECISIONS)}")
         if self.adapters not in ADAPTERS:
             raise MeltrError(f"train.adapters {self.adapters!r}: expected one of {', '.join(ADAPTERS)}")
+        k = self.meltr.get("k", MeltrConfig.k)
+        if self.method == "meltr" and isinstance(k, int) and k > self.steps:
+            raise MeltrError(f"meltr.k {k} with train.steps {self.steps}: MELTR would never take a meta step; "
+                             f"expected k <= steps")
 
 
 @dataclass
@@ -136,8 +207,11 @@ class MeltrConfig:
     seed: int = 0
 
     def __post_init__(self):
-        if self.k < 1 or self.buffer_size < 1:
-            raise MeltrError(f"meltr.k and meltr.buffer_size must be >= 1, got {self.k}, {self.buffer_size}")
+        below_one = Range(0, 1, hi_open=True)
+        check_ranges("meltr", self, {
+            "k": COUNT, "buffer_size": COUNT, "lr": POSITIVE, "beta1": below_one, "beta2": below_one,
+            "weight_decay": NON_NEGATIVE, "clip": POSITIVE, "gamma": NON_NEGATIVE, "dropout": below_one,
+            "neumann_terms": COUNT0, "neumann_alpha": POSITIVE, "fd_eps": POSITIVE, "seed": COUNT0})
         if self.estimator not in ESTIMATORS:
             raise MeltrError(f"meltr.estimator {self.estimator!r}: expected one of {ESTIMATORS}")
         if self.meta_batches not in ("replay", "current"):
@@ -199,10 +273,17 @@ class ScalingConfig:
         for a in self.adapters:
             if a not in ADAPTERS:
                 raise MeltrError(f"scaling adapters {a!r}: expected one of {', '.join(ADAPTERS)}")
-        if not self.ks or min(self.ks) < 1 or not self.batch_sizes or min(self.batch_sizes) < 2:
-            raise MeltrError("scaling: expected ks >= 1 and batch sizes >= 2")
-        if self.rounds < 1:
-            raise MeltrError("scaling.rounds: expected >= 1")
+        if not self.ks or not self.batch_sizes or not self.sizes or not self.methods or not self.adapters:
+            raise MeltrError("scaling: expected non-empty sizes, methods, ks, batch_sizes and adapters")
+        for k in self.ks:
+            COUNT.check("scaling.ks", k)
+        for b in self.batch_sizes:
+            Range(2, integer=True).check("scaling.batch_sizes", b)
+        check_ranges("scaling", self, {"rounds": COUNT, "warmup": Range(0, integer=True, none_ok=True),
+                                       "feature_dim": COUNT, "lora_rank": COUNT, "seed": COUNT0,
+                                       "peak_tflops": Range(0, lo_open=True, none_ok=True),
+                                       "time_budget_s": Range(0, lo_open=True, none_ok=True)})
+        check_device("scaling.device", self.device)
         if self.precision not in PRECISIONS:
             raise MeltrError(f"scaling.precision {self.precision!r}: expected one of {', '.join(PRECISIONS)}")
         if self.parallel not in ("ddp", "fsdp"):
@@ -219,7 +300,19 @@ class CostConfig:
     warmup: int | None = None       # untimed steps per method first; None: max(2k, 6)
 
     def __post_init__(self):
-        if self.rounds < 1:
-            raise MeltrError(f"cost.rounds: expected an integer >= 1, got {self.rounds!r}")
-        if self.warmup is not None and self.warmup < 1:
-            raise MeltrError(f"cost.warmup: expected an integer >= 1 or null, got {self.warmup!r}")
+        check_ranges("cost", self, {"rounds": COUNT, "warmup": Range(1, integer=True, none_ok=True)})
+
+
+@dataclass
+class EvaluateConfig:
+    """The evaluation protocols' settings (`meltr evaluate`; docs in meltr/evaluate.py)."""
+
+    beam_size: int = 3              # captioning: beam search width (greedy is reported too)
+    out_of_vocabulary: str = "wrong"  # open-ended QA answers outside the training answers: wrong | exclude
+    meteor: bool = True             # captioning METEOR (needs java)
+
+    def __post_init__(self):
+        check_ranges("evaluate", self, {"beam_size": COUNT})
+        if self.out_of_vocabulary not in OUT_OF_VOCABULARY:
+            raise MeltrError(f"evaluate.out_of_vocabulary {self.out_of_vocabulary!r}: expected one of "
+                             f"{', '.join(OUT_OF_VOCABULARY)}")

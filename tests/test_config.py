@@ -11,7 +11,7 @@ import yaml
 
 import meltr.combiners
 import meltr.config
-from meltr.config import CostConfig, FeatureConfig, MeltrConfig, ScalingConfig, TrainConfig
+from meltr.config import CostConfig, EvaluateConfig, FeatureConfig, MeltrConfig, ScalingConfig, TrainConfig
 from meltr.meta.hypergradient import hypergradient
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -20,7 +20,7 @@ PARAMS = yaml.safe_load(PARAMS_TEXT)
 SCHEMA = yaml.safe_load((ROOT / "workflow" / "schemas" / "params.schema.yaml").read_text())
 
 SECTIONS = {"features": FeatureConfig, "train": TrainConfig, "meltr": MeltrConfig, "scaling": ScalingConfig,
-            "cost": CostConfig}
+            "cost": CostConfig, "evaluate": EvaluateConfig}
 # Keys the workflow reads itself, never passed to the section's command as a flag:
 PIPELINE_ONLY = {
     "features": set(),
@@ -31,6 +31,7 @@ PIPELINE_ONLY = {
     # compares against, neither of them a setting of `meltr bench scaling`.
     "scaling": {"results", "memory_budgets_gb"},
     "cost": set(),
+    "evaluate": set(),
 }
 DIFFERS = "differs from the default"
 

@@ -27,8 +27,10 @@ def tiny_params(all_families: bool = False) -> dict:
         dataset.pop("train", None)
     params["scaling"].update(sizes=["micro", "tiny"], methods=["finetune", "meltr/finite_difference@current"],
                              ks=[2], batch_sizes=[2], rounds=1, warmup=2)
+    params["cost"].update(rounds=1, warmup=2)
     if all_families:
         params["grid"]["datasets"] = ["msrvtt", "tgifqa"]
+        params["datasets"]["msrvtt"]["tasks"] = ["retrieval", "captioning"]
         params["datasets"]["tgifqa"]["tasks"] = ["action", "frameqa", "count"]
     else:
         params["grid"]["datasets"] = ["msrvtt"]
@@ -79,6 +81,10 @@ def test_workflow_writes_summary_report_and_metrics(finished):
     assert rows[2]["meta_step_ms"] not in ("", "nan") and rows[0]["meta_step_ms"] in ("", "nan")
     report = (finished / "results/report/report.md").read_text()
     assert "meltr" in report and "quality_vs_throughput.png" in report
+    # The cost ratios come from each task's cost job (one round here: marked unusable, never stated).
+    costs = sorted(p.relative_to(finished).as_posix() for p in (finished / "results/cost").rglob("*.json"))
+    assert "results/cost/msrvtt/retrieval/tiny.json" in costs and "results/cost/tgifqa/count/tiny.json" in costs
+    assert "cost job, methods interleaved, 1 rounds" in report and "~~" in report
     for title in ("Text-to-video retrieval", "Captioning", "Multiple-choice QA", "Open-ended QA", "Count"):
         assert f"### {title}" in report, title
     caption = json.loads((finished / "results/runs/msrvtt/captioning/meltr/tiny/metrics.json").read_text())
@@ -159,6 +165,20 @@ def test_nothing_to_do_after_a_run_and_code_edits_rerun_exactly_their_jobs(finis
     dry = _dry_run_after_editing(finished, "meltr/report/render.py")
     assert "rule report" in dry and "rule train" not in dry and "rule evaluate" not in dry
     assert "Nothing to be done" in sh("snakemake", "-n", cwd=finished).stdout
+
+
+def _jobs(dry_run: str) -> dict[str, int]:
+    """Snakemake's job-stats table of a dry run: rule -> count."""
+    table = dry_run.split("Job stats:", 1)[1].split("\n\n", 1)[0]
+    return {line.split()[0]: int(line.split()[1]) for line in table.splitlines()[3:] if line.strip()}
+
+
+def test_the_default_run_trains_one_task_per_dataset_and_the_full_grid_is_one_command():
+    default = _jobs(sh("snakemake", "-n", "--forceall", "--cores", "1", cwd=ROOT).stdout)
+    full = _jobs(sh("snakemake", "-n", "--forceall", "--cores", "1", "--configfile", "workflow/grids/full.yaml",
+                    cwd=ROOT).stdout)
+    assert default["train"] == 4 * 3 and default["cost"] == 4 and default["synth"] == 4
+    assert full["train"] == 9 * 3 and full["evaluate"] == 9 * 3 and full["cost"] == 9
 
 
 def test_snakemake_lint_has_nothing_but_the_conda_container_advice():

@@ -28,7 +28,7 @@ COLUMNS = [
     "v2t_R1", "v2t_R5", "v2t_R10", "v2t_MedR",
     "BLEU4", "METEOR", "ROUGE_L", "CIDEr", "CIDEr_greedy",
     "samples_per_s", "step_ms", "peak_mem_mb", "meta_step_ms",
-    "chance_R1", "chance_p", "n_test", "device", "estimator",
+    "chance_R1", "chance_p", "n_test", "device", "estimator", "meta_batches",
 ]
 # Each family's headline number (`score`) and the level it must beat (`baseline`): chance, or the best
 # constant answer where the task has no chance level. Count's MSE is the one where lower is better.
@@ -131,6 +131,8 @@ def _load_run(run_dir: Path) -> dict:
             row[key] = None if value is None else str(value)
         else:
             row[key] = _number(thr, key, tpath, nullable=key in NULLABLE)
+    # The MELTR variant is estimator + meta-batch sampling (runs older than the field lack it: null).
+    row["meta_batches"] = None if thr.get("meta_batches") is None else str(thr["meta_batches"])
     # A throughput file copied from another run would silently pair the wrong cost with the quality.
     for key in ("method", "model"):
         if key in thr and str(thr[key]) != row[key]:
@@ -462,7 +464,11 @@ def _measured_section(df: pd.DataFrame, ratios: pd.DataFrame) -> str:
     devices = sorted(df["device"].dropna().unique())
     timed = sorted({int(v) for v in df["steps_timed"].dropna()})
     batches = sorted({int(v) for v in df["batch_size"].dropna()})
-    estimators = sorted(df.loc[df["method"] == "meltr", "estimator"].dropna().unique())
+    meltr_rows = df[df["method"] == "meltr"]
+    sampling = {"current": "the step's own batch", "replay": "replayed batches"}
+    estimators = sorted({f"{e} on {sampling.get(b, b)}" if isinstance(b, str) else str(e)
+                         for e, b in zip(meltr_rows["estimator"], meltr_rows["meta_batches"])
+                         if isinstance(e, str)})
     lines = [
         "## How this was measured",
         "",
@@ -489,7 +495,7 @@ def _measured_section(df: pd.DataFrame, ratios: pd.DataFrame) -> str:
            else "are excluded from the denominator (All-in-one)") + ". Count: MSE after rounding and clipping to [1, 10].",
     ]
     if estimators:
-        lines.append(f"- MELTR's hypergradient estimator: {', '.join(estimators)}.")
+        lines.append(f"- MELTR's variant (hypergradient estimator, meta batches): {', '.join(estimators)}.")
     skipped = sorted({v for vs in df["skipped_videos"].dropna() for v in str(vs).split(";") if v})
     lines.append(f"- Broken videos skipped (`features.on_bad_video: skip`): {len(skipped)}"
                  + (": " + ", ".join(f"`{v}`" for v in skipped[:20]) + (" ..." if len(skipped) > 20 else "")

@@ -72,7 +72,8 @@ def code(*modules):
     """Input files for the package modules a job runs, derived from their imports: editing one reruns exactly
     the jobs that use it (Snakemake's own code trigger does not see modules imported by a shell command).
     Every job runs the CLI, whose parser reads the dataset registry; of the CLI itself only its module-level
-    imports count (its subcommands import their stage's module, which is named here)."""
+    imports count, so a rule names what its subcommand imports (its stage's module, and meltr.config where
+    the subcommand builds its flags from a dataclass the stage does not import itself)."""
     return _closure(["meltr.cli", "meltr.data.registry", *modules], top_level_only=("meltr.cli",))
 
 

@@ -37,7 +37,7 @@ rule evaluate:
         model=RUN_MODEL,
         test=PREPARED_TEST,
         features=features_dir,
-        code=code("meltr.evaluate"),
+        code=code("meltr.evaluate", "meltr.config"),
     params:
         device=config["train"]["device"],
         settings=flags(config.get("evaluate", {})),

@@ -222,6 +222,7 @@ def cmd_bench_scaling(args) -> None:
 
 def cmd_bench_cost(args) -> None:
     from .bench.cost import task_cost
+    from .io import ensure_writable
     from .config import CostConfig, MeltrConfig, TrainConfig
     from .io import write_json
 
@@ -230,6 +231,7 @@ def cmd_bench_cost(args) -> None:
     cfg = TrainConfig(**{**fields, "method": "meltr"})  # the method is per contender; validate MELTR's settings
     MeltrConfig(**fields["meltr"])
     cost = CostConfig(**_collect(args, CostConfig))
+    ensure_writable(os.path.dirname(os.path.abspath(args.out)))
     result = task_cost(args.train_manifest, args.features, cfg, args.methods, cost.rounds, cost.warmup)
     write_json(args.out, result)
     print(json.dumps({k: v for k, v in result.items() if k != "methods"}))

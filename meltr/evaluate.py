@@ -9,6 +9,9 @@
 """
 from __future__ import annotations
 
+import math
+from pathlib import Path
+
 import numpy as np
 import torch
 
@@ -17,7 +20,7 @@ from .data.records import read_records
 from .data.samplers import option_texts, text_length
 from .errors import MeltrError
 from .features.store import FeatureStore
-from .io import write_json
+from .io import ensure_writable, write_json
 from .metrics import caption_metrics, chance_p_value, count_mse, qa_accuracy, retrieval_metrics
 from .metrics.captioning import open_meteor
 from .models.tokenizer import load_tokenizer
@@ -46,6 +49,7 @@ def load_checkpoint(path: str, device: torch.device):
 @torch.no_grad()
 def evaluate(checkpoint: str, test_manifest: str, features_dir: str, out: str, device: str = "auto",
              beam_size: int = 3, out_of_vocabulary: str = "wrong", meteor: bool = True) -> dict:
+    ensure_writable(Path(out).parent)
     dev = resolve_device(device)
     model, ckpt = load_checkpoint(checkpoint, dev)
     cfg, family = ckpt["config"], ckpt.get("family", "retrieval")
@@ -68,8 +72,20 @@ def evaluate(checkpoint: str, test_manifest: str, features_dir: str, out: str, d
         metrics.update(ev.open_ended(records, video, ckpt["answers"], out_of_vocabulary))
     else:
         metrics.update(ev.count(records, video, ckpt.get("train_answer_mean")))
+    _check_finite(metrics, str(checkpoint))
     write_json(out, metrics)
     return metrics
+
+
+def _check_finite(metrics: dict, checkpoint: str, where: str = "") -> None:
+    """No metric may be NaN or infinite: it would be scored into the report as a number."""
+    for key, value in metrics.items():
+        name = f"{where}{key}"
+        if isinstance(value, dict):
+            _check_finite(value, checkpoint, name + ".")
+        elif isinstance(value, float) and not math.isfinite(value):
+            raise MeltrError(f"{checkpoint}: metric {name} is {value}; expected finite scores (a checkpoint or "
+                             "features with non-finite values)")
 
 
 def _p_above_chance(percent: float, n: int, chance: float) -> float:

@@ -17,7 +17,7 @@ def prepared(tmp_path_factory):
 
 def one_error_line(capsys) -> str:
     """The error: one line, and nothing else on stderr but progress bars (tqdm draws on stderr)."""
-    err = [ln for ln in capsys.readouterr().err.strip().splitlines() if "%|" not in ln]
+    err = [ln for ln in capsys.readouterr().err.strip().splitlines() if ln.strip() and "%|" not in ln]
     assert len(err) == 1, err
     return err[0]
 
@@ -29,6 +29,19 @@ def one_error_line(capsys) -> str:
     (["--steps", "0"], "train.steps"),
     (["--meltr-k", "0"], "meltr.k"),
     (["--meltr-estimator", "magic"], "meltr.estimator"),
+    # numbers checked where they enter: finite, typed, in range (each used to train or crash)
+    (["--grad-clip", "-1"], "train.grad_clip: expected a finite number > 0, got -1.0"),
+    (["--lr", "inf"], "train.lr: expected a finite number > 0, got inf"),
+    (["--lr", "nan"], "train.lr: expected a finite number > 0, got nan"),
+    (["--lr", "-0.1"], "train.lr"),
+    (["--warmup-frac", "nan"], "train.warmup_frac: expected a finite number in [0, 1]"),
+    (["--threads", "-1"], "train.threads: expected an integer >= 1 or null"),
+    (["--mask-prob", "2"], "train.mask_prob: expected a finite number in [0, 1)"),
+    (["--meltr-beta2", "1"], "meltr.beta2"),
+    (["--meltr-fd-eps", "0"], "meltr.fd_eps"),
+    (["--method", "meltr", "--steps", "2", "--meltr-k", "3"], "MELTR would never take a meta step"),
+    (["--device", "cuda:99"], "train.device 'cuda:99'"),
+    (["--device", "tpu"], "train.device 'tpu': expected auto, cpu, cuda or cuda:N"),
 ])
 def test_bad_train_settings_exit_2_with_one_line(prepared, tmp_path, capsys, flags, expected):
     code = main(["train", "--train-manifest", str(prepared / "prep/train.jsonl"), "--features",
@@ -142,16 +155,93 @@ def test_on_bad_video_skip_lists_them_and_training_goes_on(broken, capsys):
     assert metrics["chance_p_value"] == pytest.approx(chance_p_value(round(metrics["t2v"]["R1"] * n / 100), n, 1 / n))
 
 
-def test_a_loss_that_stays_nan_stops_training_with_one_line(prepared, tmp_path, capsys):
+def test_non_finite_features_are_refused_naming_the_clip(prepared, tmp_path, capsys):
     import numpy as np
 
     assert _features(prepared, tmp_path / "store") == 0
     feats = np.load(tmp_path / "store/features.npy")
-    np.save(tmp_path / "store/features.npy", np.full_like(feats, np.nan))
+    feats[1, 0, 0] = np.nan
+    np.save(tmp_path / "store/features.npy", feats)
     capsys.readouterr()
     code = main(["train", "--train-manifest", str(prepared / "prep/train.jsonl"), "--features", str(tmp_path / "store"),
-                 "--out", str(tmp_path / "run"), "--steps", "20", "--batch-size", "2", "--nan-patience", "3"])
+                 "--out", str(tmp_path / "run"), "--steps", "20", "--batch-size", "2"])
     assert code == 2
+    line = one_error_line(capsys)
+    assert "features of clip" in line and "are not finite (1 clips)" in line
+    assert not (tmp_path / "run/model.pt").exists()
+
+
+def _diverging(prepared, tmp_path, *flags):
+    """Training at lr 1e30: the first step blows the weights up, every later loss is not finite."""
+    assert _features(prepared, tmp_path / "store") == 0
+    return main(["train", "--train-manifest", str(prepared / "prep/train.jsonl"), "--features", str(tmp_path / "store"),
+                 "--out", str(tmp_path / "run"), "--batch-size", "2", "--lr", "1e30", "--warmup-frac", "0", *flags])
+
+
+def test_a_loss_that_stays_nan_stops_training_with_one_line(prepared, tmp_path, capsys):
+    assert _diverging(prepared, tmp_path, "--steps", "20", "--nan-patience", "3") == 2
     line = one_error_line(capsys)
     assert "not finite for 3 consecutive steps" in line and "expected finite losses" in line
     assert not (tmp_path / "run/model.pt").exists()
+
+
+def test_a_run_whose_last_steps_went_non_finite_is_not_saved_as_a_success(prepared, tmp_path, capsys):
+    assert _diverging(prepared, tmp_path, "--steps", "5", "--nan-patience", "50") == 2
+    line = one_error_line(capsys)
+    assert "had non-finite losses" in line and "nothing was saved" in line
+    assert not (tmp_path / "run/model.pt").exists() and not (tmp_path / "run/throughput.json").exists()
+
+
+def test_an_output_folder_under_a_file_is_one_line_exit_2(prepared, tmp_path, capsys):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a folder")
+    assert main(["prepare", "--root", str(prepared / "raw"), "--out", str(blocker / "prep")]) == 2
+    line = one_error_line(capsys)
+    assert line.startswith("meltr prepare: error: ") and str(blocker) in line
+
+
+def test_a_manifest_with_a_latin1_byte_names_the_file_and_line(tmp_path, capsys):
+    bad = tmp_path / "train.jsonl"
+    bad.write_bytes(b'{"id": "a"}\n{"caption": "caf\xe9"}\n')
+    assert main(["features", "--manifests", str(bad), "--out", str(tmp_path / "f")]) == 2
+    line = one_error_line(capsys)
+    assert str(bad) in line and "line 2" in line and "UTF-8" in line
+
+
+def test_a_bug_is_one_line_naming_where_and_debug_shows_the_traceback(prepared, tmp_path, capsys, monkeypatch):
+    from meltr.data import registry
+
+    def broken(*args, **kwargs):
+        raise ZeroDivisionError("division by zero")
+
+    monkeypatch.setattr(registry, "prepare", broken)
+    argv = ["prepare", "--root", str(prepared / "raw"), "--out", str(tmp_path / "p")]
+    assert main(argv) == 1
+    line = one_error_line(capsys)
+    assert "internal error: ZeroDivisionError: division by zero" in line and "--debug" in line
+    with pytest.raises(ZeroDivisionError):
+        main(["--debug", *argv])
+    monkeypatch.setenv("MELTR_DEBUG", "1")
+    with pytest.raises(ZeroDivisionError):
+        main(argv)
+
+
+def test_ctrl_c_is_one_line_and_exit_130(prepared, tmp_path, capsys, monkeypatch):
+    from meltr.data import registry
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(registry, "prepare", interrupted)
+    assert main(["prepare", "--root", str(prepared / "raw"), "--out", str(tmp_path / "p")]) == 130
+    assert "interrupted" in one_error_line(capsys)
+
+
+def test_training_checks_its_output_folder_before_the_first_step(prepared, tmp_path, capsys):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a folder")
+    assert main(["train", "--train-manifest", str(prepared / "prep/train.jsonl"), "--features",
+                 str(tmp_path / "nofeatures"), "--out", str(blocker / "run"), "--steps", "5"]) == 2
+    line = one_error_line(capsys)
+    # the output folder is refused first, although the feature store is missing too
+    assert f"{blocker / 'run'}: expected a folder this job can write its outputs to" in line

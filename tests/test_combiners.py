@@ -6,7 +6,6 @@ import pytest
 import torch
 
 from meltr.combiners import REGISTRY, LossCombiner, MeltrConfig, build_combiner
-from meltr.combiners.meltr import MeltrCombiner
 from meltr.data.batching import Batcher, tokenize
 from meltr.errors import MeltrError
 from meltr.meta.net import NET_PRESETS, MeltrNetPreset, MetaLossTransformer

@@ -184,3 +184,34 @@ def test_synthetic_videos_decode_the_same_in_any_environment(tmp_path):
                     h.update(frame.to_ndarray(format="rgb24").tobytes())
         digests.append(h.hexdigest())
     assert digests[0] == digests[1]
+
+
+def test_a_test_clip_inside_the_training_list_is_refused_and_reported(synthetic, tmp_path, capsys):
+    root = tmp_path / "msrvtt"
+    shutil.copytree(synthetic["msrvtt"], root)
+    train_list = root / "MSRVTT_train.9k.csv"
+    first_test = (root / "MSRVTT_JSFUSION_test.csv").read_text().splitlines()[1].split(",")[2]
+    train_list.write_text(train_list.read_text() + first_test + "\n")
+    code, report, _ = run(capsys, "data", "check", "--dataset", "msrvtt", "--root", str(root))
+    assert code == 0 and any("test clips also in train" in q and first_test in q for q in report["quirks"])
+    code, _, err = run(capsys, "prepare", "--dataset", "msrvtt", "--root", str(root), "--out", str(tmp_path / "p"))
+    assert code == 2 and "clips of the test split are also in train" in err and first_test in err
+    assert not (tmp_path / "p").exists()
+
+
+def test_a_duplicated_record_id_is_refused_and_reported(synthetic, tmp_path, capsys):
+    root = tmp_path / "msrvtt"
+    shutil.copytree(synthetic["msrvtt"], root)
+    train_list = root / "MSRVTT_train.9k.csv"
+    lines = train_list.read_text().splitlines()
+    train_list.write_text("\n".join(lines + [lines[1]]) + "\n")  # the first training video listed twice
+    code, report, _ = run(capsys, "data", "check", "--dataset", "msrvtt", "--root", str(root))
+    assert code == 0 and any("duplicated record ids" in q for q in report["quirks"])
+    code, _, err = run(capsys, "prepare", "--dataset", "msrvtt", "--root", str(root), "--out", str(tmp_path / "p"))
+    assert code == 2 and "appears more than once" in err and lines[1] in err
+
+
+def test_the_synthetic_datasets_have_no_quirks(synthetic, capsys):
+    for name, root in synthetic.items():
+        code, report, _ = run(capsys, "data", "check", "--dataset", name, "--root", str(root))
+        assert code == 0 and report["quirks"] == [], name

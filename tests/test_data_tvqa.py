@@ -261,3 +261,19 @@ def test_unknown_task_and_bad_fps(root):
     assert TASKS == {"qa": "multiple_choice"}
     with pytest.raises(MeltrError, match="fps"):
         load_tvqa(root, fps=0)
+
+
+def test_a_subtitle_that_ends_before_it_starts_is_refused_naming_file_and_block(tmp_path):
+    from meltr.data.tvqa import read_srt
+    from meltr.errors import MeltrError
+
+    srt = tmp_path / "clip.srt"
+    srt.write_text("1\n00:00:01,000 --> 00:00:02,000\n(Penny:) Hi.\n\n2\n00:00:05,000 --> 00:00:04,000\n(Sheldon:) No.\n")
+    with pytest.raises(MeltrError, match=r"clip.srt: block 2 \(line 6\): expected the end time after the start"):
+        read_srt(srt)
+
+
+def test_a_zero_length_moment_is_the_whole_clip():
+    from meltr.data.tvqa import parse_ts
+
+    assert parse_ts("3-3") is None and parse_ts("3-4.5") == (3.0, 4.5)

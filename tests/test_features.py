@@ -39,3 +39,30 @@ def test_frames_per_token_concatenates_consecutive_frames():
 def test_frames_per_token_must_divide_num_frames():
     with pytest.raises(MeltrError, match="frames_per_token"):
         FeatureConfig(num_frames=8, frames_per_token=3)
+
+
+def test_a_segment_past_the_end_of_its_video_is_cut_counted_and_listed(tmp_path):
+    import json
+
+    from meltr.data.synth.msrvtt import synth_msrvtt
+    from meltr.features.extract import extract_features
+
+    synth_msrvtt(tmp_path / "raw", n_train=2, n_test=1, seconds=2.0, size=32, captions_per_video=1)
+    video = str(tmp_path / "raw/videos/video0.mp4")
+    records = [{"video_id": "inside", "video": video, "start": 0.0, "end": 1.5, "fps": None},
+               {"video_id": "overrun", "video": video, "start": 0.5, "end": 9.0, "fps": None}]
+    summary = extract_features(records, str(tmp_path / "store"), FeatureConfig(num_frames=4), progress=False)
+    assert summary["videos"] == 2 and summary["clamped"] == 1
+    index = json.loads((tmp_path / "store/index.json").read_text())
+    assert [c["video_id"] for c in index["clamped"]] == ["overrun"]
+    assert 6.9 < index["clamped"][0]["past_end_s"] < 7.1  # the 2-second clip ends 7 s before 9.0
+
+
+def test_a_store_with_non_finite_features_is_refused_before_it_is_written(tmp_path):
+    from meltr.features.store import write_store
+
+    feats = np.zeros((3, 2, 4), np.float32)
+    feats[2, 1, 0] = np.inf
+    with pytest.raises(MeltrError, match=r"features of 1 of 3 videos are not finite \(first: 'c'\)"):
+        write_store(tmp_path / "store", ["a", "b", "c"], feats, {})
+    assert not (tmp_path / "store").exists() and list(tmp_path.iterdir()) == []

@@ -114,3 +114,24 @@ def test_feature_jobs_side_by_side_do_not_collide(data, tmp_path):
     a, b = FeatureStore(tmp_path / "a"), FeatureStore(tmp_path / "b")
     assert a.video_ids == b.video_ids and (a.array == b.array).all()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a", "b"]  # no temporary folder left behind
+
+
+def test_many_writers_of_one_store_take_turns_and_leave_it_whole(tmp_path):
+    """The store swap under a lock: eight processes write the same folder over and over at once; every swap
+    completes (no error from renaming into another's half-swap) and the folder ends whole, with no
+    temporary folder left behind."""
+    script = tmp_path / "writer.py"
+    script.write_text(
+        "import sys\nfrom pathlib import Path\nfrom meltr.io import atomic_dir\n"
+        "for i in range(40):\n"
+        "    with atomic_dir(sys.argv[1]) as tmp:\n"
+        "        (tmp / 'a.txt').write_text(sys.argv[2] * 1000)\n"
+        "        (tmp / 'b.txt').write_text(sys.argv[2])\n")
+    store = tmp_path / "out" / "store"
+    procs = [subprocess.Popen([sys.executable, str(script), str(store), str(n)], stderr=subprocess.PIPE, text=True)
+             for n in range(8)]
+    errors = [p.communicate(timeout=120)[1] for p in procs]
+    assert [p.returncode for p in procs] == [0] * 8, errors
+    a, b = (store / "a.txt").read_text(), (store / "b.txt").read_text()
+    assert a == b * 1000  # both files from the same writer: one whole folder
+    assert sorted(p.name for p in store.parent.iterdir()) == ["store"]

@@ -227,3 +227,16 @@ def test_gif_window_uses_frame_durations(tmp_path):
     plain = tmp_path / "no_durations.gif"  # no delay stored: 100 ms a frame, as browsers play it
     imgs[0].save(plain, save_all=True, append_images=imgs[1:4], loop=0)
     assert which(sample_frames(plain, 2, 16, start=0.25, end=0.4)) == [2, 3]
+
+
+def test_a_frame_folder_is_read_in_natural_numeric_order(tmp_path):
+    """frame_1 .. frame_12 without zero padding: text order would read frame_10, frame_11, frame_12 second."""
+    from PIL import Image
+
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    for k in range(1, 13):
+        Image.new("RGB", (16, 16), (k * 20,) * 3).save(folder / f"frame_{k}.jpg", quality=100)
+    frames = sample_frames(folder, 12, 16)
+    brightness = [int(f.mean()) for f in frames]
+    assert brightness == sorted(brightness) and brightness[0] < 30 and brightness[-1] > 230

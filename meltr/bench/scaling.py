@@ -31,6 +31,7 @@ import contextlib
 import logging
 import time
 from dataclasses import asdict
+from pathlib import Path
 
 import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
@@ -38,7 +39,7 @@ from tqdm import tqdm
 
 from ..combiners import build_combiner
 from ..config import BASELINES, ScalingConfig, method_variant
-from ..io import write_json
+from ..io import ensure_writable, write_json
 from ..meta.hypergradient import NEEDS_MATH_SDPA
 from ..models.adapters import trainable_count
 from ..models.build import build_model, count_parameters, parameter_count
@@ -244,6 +245,8 @@ def device_peak(device: torch.device, precision: str, given_tflops: float | None
 
 
 def sweep(cfg: ScalingConfig, out_json: str | None = None, progress: bool = True) -> dict:
+    if out_json:
+        ensure_writable(Path(out_json).resolve().parent)
     rank, world = init_from_env()
     device = resolve_device(cfg.device, distributed=world > 1)
     precision = resolve_precision(cfg.precision, device)

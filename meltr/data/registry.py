@@ -97,16 +97,43 @@ def prepare(dataset: str, task: str, root: str | os.PathLike, out_dir: str | os.
     for name, records in chosen.items():
         if not records:
             raise MeltrError(f"{root}: {dataset} {task}: split {name!r} has no records")
+        dups = duplicate_ids(records)
+        if dups:
+            raise MeltrError(f"{root}: {dataset} {task} {name}: record id {dups[0]!r} appears more than once "
+                             f"({len(dups)} duplicated ids); expected ids unique within a split")
         missing = missing_media(records)
         if missing and check_media:
             raise MeltrError(f"{missing[0]}: video file not found ({dataset} {task} {name}; "
                              f"{len(missing)} missing in all - `meltr data check` lists them)")
         summary[name] = split_counts(records) | {"missing_media": missing}
+    shared = shared_clips(chosen["train"], chosen["test"])
+    if shared:  # a test clip seen in training inflates every metric and the chance level means nothing
+        raise MeltrError(f"{root}: {dataset} {task}: {len(shared)} clips of the {s.eval_split} split are also in "
+                         f"train (first: {shared[0]!r}); expected disjoint splits")
     out = Path(out_dir)
     write_jsonl(out / "train.jsonl", chosen["train"])
     write_jsonl(out / "test.jsonl", chosen["test"])
     write_json(out / "summary.json", summary)  # last: its presence marks a complete preparation
     return summary
+
+
+def duplicate_ids(records: list[dict]) -> list[str]:
+    """Record ids that appear more than once in one split."""
+    seen, dups = set(), []
+    for r in records:
+        if r["id"] in seen and r["id"] not in dups:
+            dups.append(r["id"])
+        seen.add(r["id"])
+    return dups
+
+
+def shared_clips(train: list[dict], test: list[dict]) -> list[str]:
+    """Clips (the same media file and window) of the evaluation split that the training split also holds."""
+    def clip(r):
+        return (os.path.normpath(r["video"]), r["start"], r["end"])
+
+    seen = {clip(r) for r in train}
+    return sorted({r["video_id"] for r in test if clip(r) in seen})
 
 
 def missing_media(records: list[dict]) -> list[str]:
@@ -122,14 +149,24 @@ def split_counts(records: list[dict]) -> dict:
 
 
 def check(dataset: str, root: str | os.PathLike, **options) -> dict:
-    """`meltr data check`: per task and split the counts of `split_counts`, and every referenced media file
-    that is missing. Malformed annotations raise the loaders' one-line errors."""
-    report: dict = {"dataset": dataset, "root": str(root), "tasks": {}, "missing_media": []}
+    """`meltr data check`: per task and split the counts of `split_counts`, every referenced media file that is
+    missing, and the quirks `prepare` refuses (duplicated ids, evaluation clips also in train). Malformed
+    annotations raise the loaders' one-line errors."""
+    report: dict = {"dataset": dataset, "root": str(root), "tasks": {}, "missing_media": [], "quirks": []}
     missing: set[str] = set()
-    for task in spec(dataset).tasks:
+    s = spec(dataset)
+    for task in s.tasks:
         splits = load(dataset, task, root, **options)
         report["tasks"][task] = {name: split_counts(recs) for name, recs in splits.items()}
-        for recs in splits.values():
+        for name, recs in splits.items():
             missing.update(missing_media(recs))
+            dups = duplicate_ids(recs)
+            if dups:
+                report["quirks"].append(f"{task} {name}: {len(dups)} duplicated record ids (first: {dups[0]!r})")
+        if "train" in splits and s.eval_split in splits:
+            shared = shared_clips(splits["train"], splits[s.eval_split])
+            if shared:
+                report["quirks"].append(f"{task}: {len(shared)} {s.eval_split} clips also in train "
+                                        f"(first: {shared[0]!r}); prepare refuses them")
     report["missing_media"] = sorted(missing)
     return report

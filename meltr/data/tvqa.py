@@ -45,7 +45,8 @@ PREPROCESSED_SUBTITLES = "tvqa_preprocessed_subtitles.jsonl"
 log = logging.getLogger(__name__)
 
 _TS = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*-\s*(\d+(?:\.\d*)?|\.\d+)\s*$")
-_SRT_TIME = re.compile(r"^\s*(\d+):(\d{1,2}):(\d{1,2})[,.](\d{1,3})\s*-->\s*(\d+):(\d{1,2}):(\d{1,2})[,.](\d{1,3})")
+# Hours of at most 9 digits: int() refuses a run past 4300 digits (a ValueError), and no clip is that long.
+_SRT_TIME = re.compile(r"^\s*(\d{1,9}):(\d{1,2}):(\d{1,2})[,.](\d{1,3})\s*-->\s*(\d{1,9}):(\d{1,2}):(\d{1,2})[,.](\d{1,3})")
 
 
 def show_folder(vid_name: str) -> str:
@@ -64,14 +65,14 @@ def subtitle_path(root: str | os.PathLike, vid_name: str, subtitle_dir: str = "t
 
 
 def parse_ts(ts: object) -> tuple[float, float] | None:
-    """'48.62-60.02' -> (48.62, 60.02); NaN, None, or anything unparseable (or start > end) -> None."""
+    """'48.62-60.02' -> (48.62, 60.02); NaN, None, or anything unparseable (or end not after start) -> None."""
     if not isinstance(ts, str):
         return None
     m = _TS.match(ts)
     if not m:
         return None
     start, end = float(m.group(1)), float(m.group(2))
-    return (start, end) if start <= end else None
+    return (start, end) if start < end else None  # "3-3" is no moment: the whole clip, counted
 
 
 def load_tvqa(root: str | os.PathLike, task: str = "qa", *, frames_dir: str = "frames_hq",
@@ -165,6 +166,8 @@ def _json_line(path: str, line: int, text: str) -> dict:
     except json.JSONDecodeError as exc:
         raise MeltrError(f"{path}: line {line}: expected one JSON object per line ({exc.msg} at column "
                          f"{exc.colno})") from None
+    except ValueError as exc:  # an integer past Python's 4300-digit limit
+        raise MeltrError(f"{path}: line {line}: expected one JSON object per line ({str(exc).split(';')[0]})") from None
     if not isinstance(obj, dict):
         raise MeltrError(f"{path}: line {line}: expected a JSON object, got {type(obj).__name__}")
     return obj
@@ -214,8 +217,8 @@ def read_srt(path: str | os.PathLike) -> list[tuple[float, float, str]]:
     Decoded as UTF-8 when valid, else ISO-8859-1 (what the TVQA code passes to pysrt; it never fails), so
     any byte is accepted. Blocks are separated by blank lines; the index line is optional; CRLF is fine; a
     text-only block (a blank line inside a subtitle) continues the previous subtitle. A block whose timing
-    line is missing or not `HH:MM:SS,mmm --> HH:MM:SS,mmm` raises a one-line MeltrError naming the file,
-    the block and its line.
+    line is missing, not `HH:MM:SS,mmm --> HH:MM:SS,mmm`, or ends before it starts raises a one-line
+    MeltrError naming the file, the block and its line.
     """
     path = str(path)
     try:
@@ -250,6 +253,9 @@ def read_srt(path: str | os.PathLike) -> list[tuple[float, float, str]]:
             raise MeltrError(f"{path}: block {b} (line {first + k}): expected a timing line "
                              f"'HH:MM:SS,mmm --> HH:MM:SS,mmm', got {got!r}")
         start, end = _srt_seconds(*m.group(1, 2, 3, 4)), _srt_seconds(*m.group(5, 6, 7, 8))
+        if end < start:  # a subtitle that ends before it starts overlaps no moment, silently: refuse it
+            raise MeltrError(f"{path}: block {b} (line {first + k}): expected the end time after the start, got "
+                             f"{blines[k].strip()!r}")
         out.append((start, end, " ".join(blines[k + 1:])))
     return out
 

@@ -7,7 +7,7 @@ frame folders).
 
 Time of a frame: video files use the frame timestamps decord reads from the container (so a variable frame rate
 is handled); GIFs use Pillow's per-frame durations (a missing or zero duration counts as 100 ms, as browsers
-play it); a frame folder needs `fps`, and its k-th file in sorted order (0-based) covers [k/fps, (k+1)/fps).
+play it); a frame folder needs `fps`, and its k-th file in natural order (frame_2 before frame_10; 0-based) covers [k/fps, (k+1)/fps).
 """
 from __future__ import annotations
 
@@ -29,7 +29,7 @@ _EPS = 1e-4  # seconds; absorbs float32 timestamps (0.3 stored as 0.30000001) at
 
 
 def sample_frames(path: str | os.PathLike, num_frames: int, size: int, *, start: float | None = None,
-                  end: float | None = None, fps: float | None = None) -> np.ndarray:
+                  end: float | None = None, fps: float | None = None, notes: dict | None = None) -> np.ndarray:
     """Return (num_frames, size, size, 3) uint8 RGB frames sampled uniformly over the clip or a window of it.
 
     Without start/end: indices `round(linspace(0, n-1, num_frames))` over all n frames, so a clip shorter
@@ -41,6 +41,7 @@ def sample_frames(path: str | os.PathLike, num_frames: int, size: int, *, start:
     `fps` gives the frame rate of a frame folder and is required there when a window is given; video files
     and GIFs carry their own timing and ignore it.
     Frames are resized to size x size (aspect ratio not kept). Bad input raises a one-line MeltrError.
+    `notes` (a dict), when given, receives `clamped_s`: how far past the clip's end the window's `end` was.
     """
     if int(num_frames) < 1 or int(size) < 1:
         raise MeltrError(f"{path}: expected num_frames >= 1 and size >= 1, got {num_frames} and {size}")
@@ -50,11 +51,11 @@ def sample_frames(path: str | os.PathLike, num_frames: int, size: int, *, start:
     if not p.exists():
         raise MeltrError(f"{path}: video file not found")
     if p.is_dir():
-        frames = _read_frame_dir(p, num_frames, size, window, fps)
+        frames = _read_frame_dir(p, num_frames, size, window, fps, notes)
     elif p.suffix.lower() == ".gif":
-        frames = _read_gif(p, num_frames, size, window)  # decord cannot open GIFs written by Pillow
+        frames = _read_gif(p, num_frames, size, window, notes)  # decord cannot open GIFs written by Pillow
     else:
-        frames = _read_decord(p, num_frames, size, window)
+        frames = _read_decord(p, num_frames, size, window, notes)
     return np.ascontiguousarray(frames, dtype=np.uint8)
 
 
@@ -85,7 +86,7 @@ def _check_window(path, start, end) -> tuple[float | None, float | None]:
 
 
 def _window_indices(path, times: np.ndarray, duration: float, window: tuple[float | None, float | None],
-                   num_frames: int) -> np.ndarray:
+                   num_frames: int, notes: dict | None = None) -> np.ndarray:
     """Uniform indices over the frames of `window` (seconds). times: start time of each frame, ascending;
     duration: end time of the last frame."""
     start, end = window
@@ -94,6 +95,8 @@ def _window_indices(path, times: np.ndarray, duration: float, window: tuple[floa
         raise MeltrError(f"{path}: {_fmt_window(start, end)} lies outside the video "
                          f"(0 to {duration:.3f} s, {len(times)} frames)")
     e = duration if end is None else min(end, duration)
+    if notes is not None and end is not None and end > duration + _EPS:
+        notes["clamped_s"] = end - duration
     times = np.asarray(times, dtype=np.float64)
     lo = max(0, int(np.searchsorted(times, s + _EPS, side="right")) - 1)
     hi = max(lo, min(len(times) - 1, int(np.searchsorted(times, e - _EPS, side="left")) - 1))
@@ -150,7 +153,7 @@ def _get_decord():
     return _decord
 
 
-def _read_decord(p: Path, num_frames: int, size: int, window=None) -> np.ndarray:
+def _read_decord(p: Path, num_frames: int, size: int, window=None, notes=None) -> np.ndarray:
     decord = _get_decord()
     # decord 0.6 fails in get_batch ('Check failed: from_size == to_size', dmlc/decord#336) unless the output
     # width is a multiple of 32, so decode at the next such width and finish the resize with Pillow.
@@ -175,7 +178,7 @@ def _read_decord(p: Path, num_frames: int, size: int, window=None) -> np.ndarray
             ts = np.asarray(vr.get_frame_timestamp(np.arange(n)), dtype=np.float64)  # (n, 2): start, end
         except Exception as exc:
             raise MeltrError(f"{p}: cannot read frame timestamps ({_short(exc)})") from None
-        indices = _window_indices(p, ts[:, 0], float(ts[-1, 1]), window, num_frames)
+        indices = _window_indices(p, ts[:, 0], float(ts[-1, 1]), window, num_frames, notes)
     try:
         frames = vr.get_batch(list(indices)).asnumpy()
     except Exception as exc:  # e.g. a truncated file whose index lists frames that are not there
@@ -198,7 +201,7 @@ def _resize(img, size: int) -> np.ndarray:
     return np.asarray(img, dtype=np.uint8)
 
 
-def _read_gif(p: Path, num_frames: int, size: int, window=None) -> np.ndarray:
+def _read_gif(p: Path, num_frames: int, size: int, window=None, notes=None) -> np.ndarray:
     from PIL import Image
 
     try:
@@ -215,7 +218,8 @@ def _read_gif(p: Path, num_frames: int, size: int, window=None) -> np.ndarray:
                     ms = im.info.get("duration") or 0
                     durations.append((ms if ms > 0 else GIF_DEFAULT_DURATION_MS) / 1000.0)
                 ends = np.cumsum(durations)
-                indices = _window_indices(p, ends - np.asarray(durations), float(ends[-1]), window, num_frames)
+                indices = _window_indices(p, ends - np.asarray(durations), float(ends[-1]), window, num_frames,
+                                          notes)
             out = []
             for i in indices:
                 im.seek(int(i))  # Pillow composes GIF frames (disposal, palettes) on seek
@@ -227,7 +231,13 @@ def _read_gif(p: Path, num_frames: int, size: int, window=None) -> np.ndarray:
     return np.stack(out)
 
 
-def _read_frame_dir(p: Path, num_frames: int, size: int, window=None, fps: float | None = None) -> np.ndarray:
+def natural_key(path: Path) -> list:
+    """Sort key of a file name with its runs of digits compared as numbers: 00001.jpg < 2.jpg < 10.jpg."""
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", path.name)]
+
+
+def _read_frame_dir(p: Path, num_frames: int, size: int, window=None, fps: float | None = None,
+                    notes=None) -> np.ndarray:
     from PIL import Image
 
     if window is not None:
@@ -238,14 +248,15 @@ def _read_frame_dir(p: Path, num_frames: int, size: int, window=None, fps: float
         if not ok:
             raise MeltrError(f"{p}: {_fmt_window(*window)}: a frame folder needs fps > 0 to map seconds to "
                              f"frames, got fps={fps!r}")
-    files = sorted(f for f in p.iterdir() if f.suffix.lower() in FRAME_EXTS and f.is_file())
+    # Natural order: frame_2 before frame_10 (text order would put frame_10 .. frame_19 before frame_2).
+    files = sorted((f for f in p.iterdir() if f.suffix.lower() in FRAME_EXTS and f.is_file()), key=natural_key)
     if not files:
         raise MeltrError(f"{p}: video has no frames (expected {'/'.join(FRAME_EXTS)} files in the folder)")
     if window is None:
         indices = frame_indices(len(files), num_frames)
     else:
         n, rate = len(files), float(fps)
-        indices = _window_indices(p, np.arange(n) / rate, n / rate, window, num_frames)
+        indices = _window_indices(p, np.arange(n) / rate, n / rate, window, num_frames, notes)
     out = []
     for i in indices:
         try:

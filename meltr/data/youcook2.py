@@ -98,7 +98,7 @@ def _load_official(root: str, video_dir: str) -> dict[str, list[dict]]:
             raise MeltrError(f"{where}: expected a non-empty YouTube id as key")
         _object_with(entry, ("subset", "recipe_type", "annotations"), where)
         subset = entry["subset"]
-        if subset not in SUBSETS:
+        if not isinstance(subset, str) or subset not in SUBSETS:
             raise MeltrError(f"{where}: subset: expected 'training' or 'validation' "
                              f"(the test subset has no sentences), got {subset!r}")
         recipe = entry["recipe_type"]

@@ -12,6 +12,7 @@ sampled densely (every frame of a short GIF) and still cost the models num_frame
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 
 import numpy as np
@@ -21,6 +22,7 @@ from tqdm import tqdm
 from ..config import FeatureConfig
 from ..data.video import sample_frames
 from ..errors import MeltrError
+from ..io import ensure_writable
 from .presets import VISION_PRESETS
 from .store import write_store
 
@@ -91,16 +93,18 @@ def extract_features(records: list[dict], out_dir: str, cfg: FeatureConfig, prog
     ids = sorted(videos)
     if not ids:
         raise MeltrError("features: the manifests list no videos")
+    ensure_writable(Path(out_dir).parent)  # the store is built beside its final name, then renamed
     model = build_backbone(cfg).eval()
-    chunks, kept, skipped = [], [], []
+    chunks, kept, skipped, clamped = [], [], [], []
     bar = tqdm(range(0, len(ids), cfg.batch_size), desc="features", unit="batch", disable=not progress)
     for first in bar:
         frames = []
         for v in ids[first:first + cfg.batch_size]:
             src = videos[v]
+            notes: dict = {}
             try:
                 frames.append(sample_frames(src["path"], cfg.num_frames, cfg.image_size, start=src["start"],
-                                            end=src["end"], fps=src["fps"]))
+                                            end=src["end"], fps=src["fps"], notes=notes))
             except MeltrError as exc:
                 if cfg.on_bad_video == "error":
                     raise
@@ -108,6 +112,8 @@ def extract_features(records: list[dict], out_dir: str, cfg: FeatureConfig, prog
                 skipped.append({"video_id": v, "video": src["path"], "error": str(exc)})
                 continue
             kept.append(v)
+            if "clamped_s" in notes:  # a segment that ends past its video: cut to the video, counted
+                clamped.append({"video_id": v, "past_end_s": round(notes["clamped_s"], 3)})
         if frames:
             chunks.append(embed_frames(model, np.stack(frames), cfg))
     if not kept:
@@ -116,6 +122,10 @@ def extract_features(records: list[dict], out_dir: str, cfg: FeatureConfig, prog
     meta = {"backbone": cfg.backbone, "preset": None if cfg.pretrained else cfg.preset,
             "pretrained": cfg.pretrained, "num_frames": cfg.num_frames, "image_size": cfg.image_size,
             "pool": cfg.pool, "frame_diff": cfg.frame_diff,
-            "frames_per_token": cfg.frames_per_token, "skipped": skipped}
+            "frames_per_token": cfg.frames_per_token, "skipped": skipped, "clamped": clamped}
+    if clamped:
+        worst = max(clamped, key=lambda c: c["past_end_s"])
+        logger.warning("%d clips end past their video and were cut to it (most: %s by %.3f s)", len(clamped),
+                       worst["video_id"], worst["past_end_s"])
     write_store(out_dir, kept, feats, meta)
-    return {"videos": len(kept), "skipped": len(skipped), "shape": list(feats.shape)}
+    return {"videos": len(kept), "skipped": len(skipped), "clamped": len(clamped), "shape": list(feats.shape)}

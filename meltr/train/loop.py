@@ -25,7 +25,7 @@ from ..data.registry import task_family
 from ..data.samplers import TaskSampler, answer_vocabulary, text_length
 from ..errors import MeltrError
 from ..features.store import FeatureStore
-from ..io import atomic_path, write_json, write_jsonl
+from ..io import atomic_path, ensure_writable, write_json, write_jsonl
 from ..models.adapters import trainable_count
 from ..models.build import build_model, count_parameters
 from ..models.losses import PRIMARY, task_losses
@@ -160,7 +160,7 @@ def train(train_manifest: str, features_dir: str, out_dir: str, cfg: TrainConfig
 
     A rerun after a kill resumes from out_dir/checkpoint.pt (same settings only). Under torchrun each rank
     draws its own batches (DDP, or FSDP2 with train.parallel fsdp) and rank 0 writes the outputs."""
-    out = Path(out_dir)
+    out = ensure_writable(out_dir)  # before any step: a read-only or full disk is found now
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     rank, world = init_from_env()
@@ -210,6 +210,7 @@ def train(train_manifest: str, features_dir: str, out_dir: str, cfg: TrainConfig
     if measuring:
         memory.__exit__(None, None, None)
 
+    _check_finite_end(cfg, state, model)
     throughput = _throughput(cfg, timed, getattr(getattr(combiner, "cfg", None), "k", 1), device, world, memory.mb)
     weights = full_state_dict(model, sharded)  # FSDP2: every rank takes part in gathering the shards
     if rank != 0:  # rank 0 holds the same weights (DDP) or the gathered ones (FSDP2) and writes them
@@ -223,6 +224,18 @@ def train(train_manifest: str, features_dir: str, out_dir: str, cfg: TrainConfig
     _write_outputs(out, cfg, data, weights, combiner, state["log"], throughput)
     ckpt_path.unlink(missing_ok=True)  # the finished outputs hold everything; nothing left to resume
     return throughput
+
+
+def _check_finite_end(cfg: TrainConfig, state: dict, model: torch.nn.Module) -> None:
+    """Training is a success only when it ends finite: its last step's loss and every weight."""
+    if state["bad"]:
+        raise MeltrError(f"train {cfg.method}/{cfg.model}: the last {state['bad']} step(s) had non-finite losses "
+                         f"(fewer than train.nan_patience {cfg.nan_patience}); expected a finite end of training - "
+                         "nothing was saved as a result (lower train.lr or check the features)")
+    bad = [n for n, p in unwrap(model).named_parameters() if not torch.isfinite(p.detach()).all()]
+    if bad:
+        raise MeltrError(f"train {cfg.method}/{cfg.model}: {len(bad)} weight tensors are not finite (first: "
+                         f"{bad[0]}); expected finite weights - nothing was saved as a result")
 
 
 def _count_bad_step(state: dict, cfg: TrainConfig, combiner, r: StepResult, step: int) -> None:

@@ -60,8 +60,12 @@ def test_sigkill_then_rerun_matches_an_uninterrupted_run(data, tmp_path, method)
     assert (killed / "checkpoint.pt").exists() and not (killed / "model.pt").exists()
 
     assert main(train_args(data, killed, method)) == 0
-    resumed = json.loads((killed / "throughput.json").read_text())["resumed_from"]
+    throughput = json.loads((killed / "throughput.json").read_text())
+    resumed = throughput["resumed_from"]
     assert resumed and resumed[0] % 4 == 0 and 0 < resumed[0] < 40
+    # The resumed process timed only its own steps, after its own warm-up (train.timing_warmup: 10).
+    own = 40 - resumed[0]
+    assert throughput["resumed"] is True and throughput["steps_timed"] <= (own - 10 if own > 10 else own)
     assert_same_run(straight, killed)
     assert not (killed / "checkpoint.pt").exists()
 

@@ -13,13 +13,12 @@ from __future__ import annotations
 import torch
 from tqdm import tqdm
 
-from ..config import MeltrConfig, TrainConfig
+from ..config import BASELINES, MeltrConfig, TrainConfig
 from ..train.device import device_name, resolve_device, resolve_precision
 from ..train.loop import load_task_data
 from ..train.memory import allocated_mb
 from .runner import PROTOCOL, Contender, interleave, ratio
 
-BASELINES = ("finetune", "multitask")
 
 
 def task_cost(train_manifest: str, features_dir: str, cfg: TrainConfig, methods: list[str], rounds: int,
@@ -29,7 +28,8 @@ def task_cost(train_manifest: str, features_dir: str, cfg: TrainConfig, methods:
         torch.set_num_threads(cfg.threads)
     device = resolve_device(cfg.device)
     data = load_task_data(train_manifest, features_dir, cfg)
-    k = MeltrConfig(**cfg.meltr).k
+    meltr = MeltrConfig(**cfg.meltr)
+    k = meltr.k
     warmup = warmup if warmup is not None else max(2 * k, 6)
     batches = [data.batch(i, device) for i in range(max(12, 2 * k))]
     contenders, memory = {}, {}
@@ -47,7 +47,7 @@ def task_cost(train_manifest: str, features_dir: str, cfg: TrainConfig, methods:
            "batch_size": cfg.batch_size, "rounds": rounds, "warmup": warmup, "interleaved": True,
            "timing": PROTOCOL, "device": device_name(device), "precision": resolve_precision(cfg.precision, device),
            "memory": "train/memory.py: everything the method holds at its peak over 2k steps after warm-up",
-           "estimator": MeltrConfig(**cfg.meltr).estimator, "meta_batches": MeltrConfig(**cfg.meltr).meta_batches,
+           "estimator": meltr.estimator, "meta_batches": meltr.meta_batches,
            "methods": {}}
     for method, c in contenders.items():
         out["methods"][method] = {**c.summary(k if c.is_meltr else None), "peak_mem_mb": memory[method]}

@@ -138,6 +138,7 @@ class TrainConfig:
     adapters: str = "none"          # none (full fine-tuning) | lora (peft LoRA; MELTR's meta step over the adapters)
     lora_rank: int = 8
     parallel: str = "ddp"           # under torchrun: ddp | fsdp (FSDP2; MELTR: finite_difference, replayed batches)
+    checkpointing: bool = False     # activation checkpointing of every transformer block (memory for compute)
     timing_warmup: int = 10         # steps excluded from throughput figures
     nan_patience: int = 5           # consecutive non-finite losses before training stops
     checkpoint_every: int = 50      # steps between resumable checkpoints (0: none)
@@ -260,6 +261,7 @@ class ScalingConfig:
     precision: str = "auto"         # auto (bf16 autocast on a GPU, fp32 on CPU) | fp32 | bf16
     peak_tflops: float | None = None  # one device's peak; None: measured by a large matmul in this run
     parallel: str = "ddp"           # under torchrun: ddp | fsdp
+    checkpointing: bool = False     # activation checkpointing of every transformer block
     time_budget_s: float | None = None  # points left when it runs out are recorded as skipped
     device: str = "auto"
     seed: int = 0

@@ -15,9 +15,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .data.batching import Batcher, tokenize
+from .data.batching import tokenize
 from .data.records import read_records
-from .data.samplers import option_texts, text_length
+from .data.samplers import task_tensors, text_length
 from .errors import MeltrError
 from .features.store import FeatureStore
 from .io import ensure_writable, write_json
@@ -58,7 +58,7 @@ def evaluate(checkpoint: str, test_manifest: str, features_dir: str, out: str, d
     # Clips whose video was skipped as broken (features.on_bad_video: skip) are left out and listed.
     records, dropped = store.keep_available(records, str(test_manifest))
     video = torch.from_numpy(store.get([r["video_id"] for r in records]))
-    ev = _Eval(model, load_tokenizer(), text_length(cfg, family), dev)
+    ev = _Eval(model, load_tokenizer(), family, text_length(cfg, family), dev)
     metrics = {"dataset": cfg["dataset"], "task": cfg["task"], "family": family, "method": cfg["method"],
                "model": cfg["model"], "n_test": len(records),
                "skipped": {"records": len(dropped), "videos": sorted({r["video"] for r in dropped})}}
@@ -94,17 +94,21 @@ def _p_above_chance(percent: float, n: int, chance: float) -> float:
 
 
 class _Eval:
-    def __init__(self, model, tokenizer, max_words: int, device: torch.device):
-        self.model, self.tok, self.max_words, self.dev = model, tokenizer, max_words, device
+    """The protocols, through the evaluation interface both model families answer (caption_ids,
+    retrieval_scores, option_scores, answer_texts, count_predictions)."""
+
+    def __init__(self, model, tokenizer, family: str, max_words: int, device: torch.device):
+        self.model, self.tok, self.family, self.max_words, self.dev = model, tokenizer, family, max_words, device
 
     def _video(self, video: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         v = video.to(self.dev)
         return v, torch.ones(v.shape[:2], dtype=torch.long, device=self.dev)
 
-    def _chunks(self, video: torch.Tensor):
-        """(first row, clips, mask) for CHUNK clips at a time, on the device."""
+    def _chunks(self, video: torch.Tensor, task: dict | None = None):
+        """(first row, clips, mask, the task tensors of those rows) for CHUNK clips at a time, on the device."""
         for i in range(0, len(video), CHUNK):
-            yield (i, *self._video(video[i:i + CHUNK]))
+            rows = {k: v[i:i + CHUNK].to(self.dev) for k, v in (task or {}).items()}
+            yield (i, *self._video(video[i:i + CHUNK]), rows)
 
     def retrieval(self, records, video) -> dict:
         bad = [r["video_id"] for r in records if len(r["captions"]) != 1]
@@ -122,22 +126,19 @@ class _Eval:
 
     def captioning(self, records, video, beam_size: int, meteor: bool) -> dict:
         refs = {r["id"]: list(r["captions"]) for r in records}
-        empty = Batcher(self.tok).empty(1)
         out = {"beam_size": beam_size}
         # java starts now and loads METEOR's paraphrase table while the model decodes
         with open_meteor(meteor) as scorer:
             for name, beams in (("greedy", 1), ("beam", beam_size)):
-                out.update(self._captions(records, video, refs, empty, name, beams, scorer))
+                out.update(self._captions(records, video, refs, name, beams, scorer))
         return out
 
-    def _captions(self, records, video, refs, empty, name: str, beams: int, scorer) -> dict:
+    def _captions(self, records, video, refs, name: str, beams: int, scorer) -> dict:
         """{name: metrics, name_examples: five captions}, decoding with `beams` (1: greedy)."""
         hyps = {}
-        for i, v, vm in self._chunks(video):
-            n = v.shape[0]
-            ids = self.model.generate(v, vm, empty.ids.expand(n, -1).to(self.dev),
-                                      empty.mask.expand(n, -1).to(self.dev), self.tok.cls_token_id,
-                                      self.tok.sep_token_id, self.max_words - 1, beams)
+        for i, v, vm, _ in self._chunks(video):
+            ids = self.model.caption_ids(v, vm, self.tok.cls_token_id, self.tok.sep_token_id, self.max_words - 1,
+                                         beams)
             for rec, seq in zip(records[i:i + CHUNK], ids):
                 hyps[rec["id"]] = self.tok.decode(seq, skip_special_tokens=True).strip()
         return {name: caption_metrics(refs, hyps, meteor=scorer),
@@ -148,28 +149,21 @@ class _Eval:
         if not labelled:
             raise MeltrError("multiple-choice test: expected answers (TVQA test_public has none; evaluate on val)")
         records, video = [records[i] for i in labelled], video[labelled]
-        qa = option_texts(records, self.tok, self.max_words)
+        task = task_tensors(records, self.tok, self.family, self.max_words)
         preds = []
-        for i, v, vm in self._chunks(video):
-            logits = self.model.option_logits(qa.ids[i:i + CHUNK].to(self.dev), qa.mask[i:i + CHUNK].to(self.dev),
-                                              self.model.encode_video(v, vm), vm)
-            preds += logits.argmax(1).tolist()
+        for _, v, vm, rows in self._chunks(video, task):
+            preds += self.model.option_scores(rows, v, vm).argmax(1).tolist()
         acc = qa_accuracy({r["id"]: p for r, p in zip(records, preds)}, {r["id"]: r["answer"] for r in records})
         chance = 1.0 / len(records[0]["options"])
         return {"chance_accuracy": 100.0 * chance, **acc,
                 "chance_p_value": _p_above_chance(acc["accuracy"], acc["n"], chance)}
 
-    def _pooled(self, records, video) -> torch.Tensor:
-        q = tokenize(self.tok, [r["question"] for r in records], self.max_words,
-                     pairs=[r.get("subtitles", "") for r in records])
-        return torch.cat([self.model.question_pool(q.ids[i:i + CHUNK].to(self.dev), q.mask[i:i + CHUNK].to(self.dev),
-                                                   self.model.encode_video(v, vm), vm)
-                          for i, v, vm in self._chunks(video)])
-
     def open_ended(self, records, video, answers: list[str], out_of_vocabulary: str) -> dict:
-        labels = self.model.oe_head(self._pooled(records, video)).argmax(1).tolist()
+        task = task_tensors(records, self.tok, self.family, self.max_words, answers, with_answers=False)
+        predicted = [a for _, v, vm, rows in self._chunks(video, task)
+                     for a in self.model.answer_texts(rows, v, vm, answers, self.tok)]
         truth = {r["id"]: r["answer"] for r in records}
-        acc = qa_accuracy({r["id"]: answers[i] for r, i in zip(records, labels)}, truth,
+        acc = qa_accuracy({r["id"]: a for r, a in zip(records, predicted)}, truth,
                           vocabulary=set(answers), out_of_vocabulary=out_of_vocabulary)
         # The baseline a classifier must beat: always the most frequent training answer.
         base = qa_accuracy({r["id"]: answers[0] for r in records}, truth, vocabulary=set(answers),
@@ -177,7 +171,9 @@ class _Eval:
         return {**acc, "answer_vocabulary": len(answers), "most_frequent_answer_accuracy": base["accuracy"]}
 
     def count(self, records, video, train_mean: float | None) -> dict:
-        preds = self.model.count_head(self._pooled(records, video)).squeeze(-1).float().cpu().numpy()
+        task = task_tensors(records, self.tok, self.family, self.max_words)
+        preds = torch.cat([self.model.count_predictions(rows, v, vm).float().cpu()
+                           for _, v, vm, rows in self._chunks(video, task)]).numpy()
         truth = {r["id"]: int(r["answer"]) for r in records}
         res = count_mse({r["id"]: float(p) for r, p in zip(records, preds)}, truth)
         if train_mean is not None:  # the baseline: always the training mean

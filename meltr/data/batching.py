@@ -16,6 +16,7 @@ import torch
 class Tokenized:
     ids: torch.Tensor  # (N, L) long
     mask: torch.Tensor  # (N, L) long
+    types: torch.Tensor | None = None  # (N, L) long: 1 on the second segment ([SEP] included), with pairs
 
 
 def tokenize(tokenizer, texts: list[str], max_words: int, pairs: list[str] | None = None) -> Tokenized:
@@ -27,11 +28,11 @@ def tokenize(tokenizer, texts: list[str], max_words: int, pairs: list[str] | Non
     enc = tokenizer(list(texts), None if pairs is None else list(pairs), padding="longest",
                     truncation="longest_first", max_length=max_words,
                     return_tensors="pt")
-    return Tokenized(enc["input_ids"], enc["attention_mask"])
+    return Tokenized(enc["input_ids"], enc["attention_mask"], enc["token_type_ids"] if pairs is not None else None)
 
 
 def take(t: Tokenized, rows) -> Tokenized:
-    return Tokenized(t.ids[rows], t.mask[rows])
+    return Tokenized(t.ids[rows], t.mask[rows], None if t.types is None else t.types[rows])
 
 
 class Batcher:

@@ -2,8 +2,10 @@
 
 Every family feeds the same auxiliary losses (align, cmlm, cmfm, ...) a text per clip: a caption for
 retrieval and captioning, "question answer" for QA (what the clip shows, in words). The QA families add
-the tensors of their heads: the five "question [SEP] option" texts (mc), the question and its label in
-the answer vocabulary (oe) or its count (count). TVQA's subtitles go in as a second segment, cut first.
+the tensors of their heads (`task_tensors`): the five "question [SEP] option" texts (mc), the question and
+its label in the answer vocabulary (oe) or its count (count). TVQA's subtitles go in as a second segment, cut
+first. The VideoLLM family reads the same records as prompt and continuation: "[CLS] question subtitles
+[SEP] option [SEP]" per option, "[CLS] question [SEP] answer [SEP]" (token type 1 marks the continuation).
 """
 from __future__ import annotations
 
@@ -41,6 +43,45 @@ def option_texts(records: list[dict], tokenizer, max_words: int) -> Tokenized:
     return Tokenized(t.ids.view(len(records), n_opt, -1), t.mask.view(len(records), n_opt, -1))
 
 
+def prompt(rec: dict) -> str:
+    """What a VideoLLM reads before the answer: the question, then the subtitles (cut first when too long)."""
+    return f"{rec['question']} {rec['subtitles']}" if rec.get("subtitles") else rec["question"]
+
+
+def task_tensors(records: list[dict], tokenizer, family: str, max_words: int, answers: list[str] | None = None,
+                 with_answers: bool = True) -> dict[str, torch.Tensor]:
+    """The QA heads' tensors of both model families for these records (none for retrieval and captioning).
+    `with_answers` False (evaluation): the open-ended continuation is left out, so no answer is in the input."""
+    if family in CAPTION_FAMILIES:
+        return {}
+    if family == "multiple_choice":
+        qa = option_texts(records, tokenizer, max_words)
+        n_opt = len(records[0]["options"])
+        lm = tokenize(tokenizer, [prompt(r) for r in records for _ in r["options"]], max_words,
+                      pairs=[o for r in records for o in r["options"]])
+        shape = (len(records), n_opt, -1)
+        out = {"qa_ids": qa.ids, "qa_mask": qa.mask, "opt_ids": lm.ids.view(shape), "opt_mask": lm.mask.view(shape),
+               "opt_type": lm.types.view(shape)}
+        if all(r["answer"] is not None for r in records):
+            out["answer"] = torch.tensor([r["answer"] for r in records], dtype=torch.long)
+        return out
+    q = tokenize(tokenizer, [r["question"] for r in records], max_words,
+                 pairs=[r.get("subtitles", "") for r in records])
+    out = {"q_ids": q.ids, "q_mask": q.mask}
+    if family == "count":
+        out["target"] = torch.tensor([float(r["answer"]) for r in records])
+        return out
+    label = {a: i for i, a in enumerate(answers or [])}
+    out["label"] = torch.tensor([label.get(r["answer"], -100) for r in records], dtype=torch.long)
+    if with_answers:
+        lm = tokenize(tokenizer, [prompt(r) for r in records], max_words, pairs=[r["answer"] for r in records])
+    else:
+        lm = tokenize(tokenizer, [prompt(r) for r in records], max_words)
+        lm.types = torch.zeros_like(lm.ids)
+    out.update(ans_ids=lm.ids, ans_mask=lm.mask, ans_type=lm.types)
+    return out
+
+
 class TaskSampler:
     def __init__(self, records: list[dict], tokenizer, family: str, max_words: int, batch_size: int, seed: int,
                  answers: list[str] | None = None):
@@ -58,19 +99,7 @@ class TaskSampler:
             return
         self.offsets = None
         self.text = tokenize(tokenizer, [qa_text(r, family) for r in records], max_words)
-        if family == "multiple_choice":
-            qa = option_texts(records, tokenizer, max_words)
-            self.task = {"qa_ids": qa.ids, "qa_mask": qa.mask,
-                         "answer": torch.tensor([r["answer"] for r in records], dtype=torch.long)}
-        else:
-            q = tokenize(tokenizer, [r["question"] for r in records], max_words,
-                         pairs=[r.get("subtitles", "") for r in records])
-            self.task = {"q_ids": q.ids, "q_mask": q.mask}
-            if family == "open_ended":
-                label = {a: i for i, a in enumerate(answers or [])}
-                self.task["label"] = torch.tensor([label.get(r["answer"], -100) for r in records], dtype=torch.long)
-            else:
-                self.task["target"] = torch.tensor([float(r["answer"]) for r in records])
+        self.task = task_tensors(records, tokenizer, family, max_words, answers)
 
     def indices(self, step: int) -> tuple[list[int], list[int]]:
         """(record rows, text rows) of batch `step` (0-based)."""

@@ -11,10 +11,8 @@ from torch import nn
 from ..errors import MeltrError
 
 ADAPTERS = ("none", "lora")
-# The Linear layers inside every BertModel: attention projections and the feed-forward pair.
-LORA_TARGETS = ["query", "key", "value", "dense"]
-# Heads a task adds are new, so they train in full (peft's `modules_to_save`, without the copy).
-HEADS = ("align_head", "logit_scale", "mfm_head", "mc_head", "oe_head", "count_head", "lm_transform", "lm_bias")
+# Each model class names its LoRA targets (the Linear layers of its transformer blocks) and its heads, which are
+# new for a task and so train in full (peft's `modules_to_save`, without the copy): `lora_targets`, `heads`.
 
 
 def apply_adapters(model: nn.Module, adapters: str = "none", rank: int = 8, alpha: int = 16,
@@ -26,10 +24,11 @@ def apply_adapters(model: nn.Module, adapters: str = "none", rank: int = 8, alph
         return model
     from peft import LoraConfig, inject_adapter_in_model
 
-    config = LoraConfig(r=rank, lora_alpha=alpha, lora_dropout=dropout, target_modules=LORA_TARGETS, bias="none")
+    config = LoraConfig(r=rank, lora_alpha=alpha, lora_dropout=dropout, target_modules=list(model.lora_targets),
+                        bias="none")
     inject_adapter_in_model(config, model)
     for name, p in model.named_parameters():
-        p.requires_grad = "lora_" in name or name.split(".")[0] in HEADS
+        p.requires_grad = "lora_" in name or name.split(".")[0] in model.heads
     return model
 
 

@@ -1,6 +1,7 @@
-"""Which losses each task family trains with: names, primaries and loss sets (pure data, no torch).
+"""Which losses each task family trains with, per model family: names, primaries and loss sets (pure data).
 
-Names as in meltr-official.md §3, UniVL's order; the model (`univl.py`) computes them.
+UniVL family: names as in meltr-official.md §3, UniVL's order; `univl.py` computes them. VideoLLM family:
+`videollm.py` computes them, and its docstring says which share the primary's forward pass.
 """
 from __future__ import annotations
 
@@ -16,8 +17,27 @@ PRIMARY = {"retrieval": "align", "captioning": "decoder", "multiple_choice": "mc
 LOSS_SETS = {"univl5": ("joint", "align", "cmlm", "cmfm", "decoder"), "univl8": LOSS_NAMES}
 
 
-def task_losses(family: str, loss_set: str = "univl8") -> tuple[str, ...]:
-    """The losses a task trains with, primary first."""
+# The VideoLLM family: a primary per task family and four auxiliaries a VideoLLM fine-tune would have.
+VLLM_LOSSES = ("lm", "vtc", "vtm", "mvm", "m_lm", "answer_lm", "mc", "count", "prompt_lm")
+VLLM_TASK_LOSSES = {
+    "retrieval": ("vtc", "lm", "vtm", "mvm", "m_lm"),         # caption generation as an auxiliary
+    "captioning": ("lm", "vtc", "vtm", "mvm", "m_lm"),
+    "open_ended": ("answer_lm", "prompt_lm", "vtc", "vtm", "mvm"),
+    "multiple_choice": ("mc", "prompt_lm", "vtc", "vtm", "mvm"),
+    "count": ("count", "prompt_lm", "vtc", "vtm", "mvm"),
+}
+MODEL_FAMILIES = ("univl", "videollm")
+
+
+def primary_loss(family: str, model_family: str = "univl") -> str:
+    """The primary loss of a task family on a model family."""
+    return VLLM_TASK_LOSSES[family][0] if model_family == "videollm" else PRIMARY[family]
+
+
+def task_losses(family: str, loss_set: str = "univl8", model_family: str = "univl") -> tuple[str, ...]:
+    """The losses a task trains with, primary first (`loss_set` chooses among the UniVL family's sets)."""
+    if model_family == "videollm":
+        return VLLM_TASK_LOSSES[family]
     if family in ("retrieval", "captioning"):
         if loss_set not in LOSS_SETS:
             raise ValueError(f"loss set {loss_set!r}: expected one of {', '.join(LOSS_SETS)}")

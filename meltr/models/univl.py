@@ -52,6 +52,13 @@ def _bert_config(p: ModelPreset, layers: int, vocab: int, positions: int, **extr
 
 
 class VideoLanguageModel(nn.Module):
+    family = "univl"
+    # The Linear layers inside every BertModel (LoRA targets: attention projections and the feed-forward pair),
+    # the task heads (new, so they train in full under LoRA) and the blocks FSDP2 shards one by one.
+    lora_targets = ["query", "key", "value", "dense"]
+    heads = ("align_head", "logit_scale", "mfm_head", "mc_head", "oe_head", "count_head", "lm_transform", "lm_bias")
+    block_types = ("BertLayer",)
+
     def __init__(self, preset: ModelPreset, feature_dim: int, vocab_size: int, max_words: int = 32,
                  max_frames: int = 32, margin: float = 0.1, num_answers: int = 1):
         super().__init__()
@@ -260,6 +267,29 @@ class VideoLanguageModel(nn.Module):
         rows = [self.pair_scores(text_h[i:i + chunk], text_mask[i:i + chunk], video_h, video_mask)
                 for i in range(0, text_h.shape[0], chunk)]
         return torch.cat(rows, 0)
+
+    # The evaluation interface both model families answer (evaluate.py calls only these): `task` holds the
+    # tensors of data/samplers.task_tensors for the records scored.
+    @torch.no_grad()
+    def caption_ids(self, video, video_mask, bos_id: int, eos_id: int, max_len: int, beam_size: int = 1):
+        """Caption token ids per clip, decoded from the video with an empty context text ([CLS][SEP])."""
+        ctx = torch.tensor([[bos_id, eos_id]], device=video.device).expand(video.shape[0], -1)
+        return self.generate(video, video_mask, ctx, torch.ones_like(ctx), bos_id, eos_id, max_len, beam_size)
+
+    @torch.no_grad()
+    def option_scores(self, task: dict, video, video_mask) -> torch.Tensor:
+        return self.option_logits(task["qa_ids"], task["qa_mask"], self.encode_video(video, video_mask), video_mask)
+
+    @torch.no_grad()
+    def answer_texts(self, task: dict, video, video_mask, answers: list[str], tokenizer) -> list[str]:
+        """Open-ended answers: the classifier's most likely training answer."""
+        pooled = self.question_pool(task["q_ids"], task["q_mask"], self.encode_video(video, video_mask), video_mask)
+        return [answers[i] for i in self.oe_head(pooled).argmax(1).tolist()]
+
+    @torch.no_grad()
+    def count_predictions(self, task: dict, video, video_mask) -> torch.Tensor:
+        pooled = self.question_pool(task["q_ids"], task["q_mask"], self.encode_video(video, video_mask), video_mask)
+        return self.count_head(pooled).squeeze(-1)
 
     @torch.no_grad()
     def generate(self, video, video_mask, ctx_ids, ctx_mask, bos_id: int, eos_id: int, max_len: int,

@@ -28,7 +28,8 @@ from ..features.store import FeatureStore
 from ..io import atomic_path, ensure_writable, write_json, write_jsonl
 from ..models.adapters import trainable_count
 from ..models.build import build_model, count_parameters
-from ..models.losses import PRIMARY, task_losses
+from ..models.losses import primary_loss, task_losses
+from ..models.presets import model_family
 from ..models.tokenizer import load_tokenizer
 from ..rng import seeded
 from .checkpoint import full_state_dict, load_checkpoint, save_checkpoint
@@ -125,13 +126,15 @@ class TaskData:
         cfg = self.cfg
         model = build_model(cfg.model, self.store.dim, self.tokenizer.vocab_size, self.words, self.store.frames,
                             cfg.seed, num_answers=max(1, len(self.answers)), adapters=cfg.adapters,
-                            lora_rank=cfg.lora_rank)
+                            lora_rank=cfg.lora_rank, checkpointing=cfg.checkpointing)
         model.set_feature_stats(torch.from_numpy(self.video_rows))
         return model.to(device).train()
 
     def new_combiner(self, method: str, meltr: dict, device: torch.device):
-        losses = list(task_losses(self.family, self.cfg.loss_set))
-        return build_combiner(method, losses, PRIMARY[self.family], {"seed": self.cfg.seed, **meltr}).to(device)
+        family = model_family(self.cfg.model)
+        losses = list(task_losses(self.family, self.cfg.loss_set, family))
+        return build_combiner(method, losses, primary_loss(self.family, family),
+                              {"seed": self.cfg.seed, **meltr}).to(device)
 
 
 def load_task_data(train_manifest: str, features_dir: str, cfg: TrainConfig) -> TaskData:

@@ -49,8 +49,9 @@ def wrap(model: nn.Module, device: torch.device, mode: str = "ddp") -> nn.Module
     from torch.distributed.fsdp import fully_shard
 
     mesh = init_device_mesh(device.type, (dist.get_world_size(),))
+    blocks = getattr(model, "block_types", ())  # the model class names its transformer blocks
     for module in model.modules():
-        if type(module).__name__ == "BertLayer":
+        if type(module).__name__ in blocks:
             fully_shard(module, mesh=mesh)
     # The root reshards after forward too: the finite-difference meta step's no-grad forwards then
     # gather the perturbed shards afresh (see meta.hypergradient(inplace=True)).

@@ -14,11 +14,28 @@ from meltr.models.presets import PRESETS
 
 
 def test_presets_span_tiny_to_billions_and_their_names_match_their_counts():
-    counts = {name: parameter_count(name) for name, p in PRESETS.items() if p.text == "random"}
+    counts = {name: parameter_count(name) for name, p in PRESETS.items()
+              if p.family == "univl" and p.text == "random"}
     ladder = ["micro", "tiny", "small", "mini", "base", "100m", "300m", "1b", "3b", "7b"]
     assert [counts[n] for n in ladder] == sorted(counts[n] for n in ladder)
     for name, nominal in {"100m": 1e8, "300m": 3e8, "1b": 1e9, "3b": 3e9, "7b": 7e9}.items():
         assert 0.85 <= counts[name] / nominal <= 1.15, (name, counts[name])
+
+
+def test_bench_scaling_runs_the_videollm_family_on_captioning(tmp_path):
+    out = tmp_path / "vllm.json"
+    assert main(["bench", "scaling", "--sizes", "vllm-tiny", "--methods", "finetune", "multitask",
+                 "meltr/double_backward", "meltr/finite_difference@current", "--ks", "2", "--batch-sizes", "2",
+                 "--rounds", "1", "--warmup", "2", "--threads", "1", "--json", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert result["interleaved"] is True
+    points = {p["method"]: p for p in result["points"]}
+    assert set(points) == {"finetune", "multitask", "meltr/double_backward", "meltr/finite_difference@current"}
+    for p in points.values():
+        assert p["model_family"] == "videollm" and p["task"] == "captioning" and p["samples_per_s"] > 0
+        assert p["visual_tokens"] == 8 and p["flops_per_step"] > 0
+    # finetune trains lm alone; multitask adds four losses, three of them on passes of their own
+    assert points["multitask"]["flops_per_step"] > 2 * points["finetune"]["flops_per_step"]
 
 
 def _sweep(tmp_path, *extra) -> dict:

@@ -2,7 +2,10 @@
 
 For every batch size, adapter setting (full or LoRA) and size preset (smallest first), each method variant
 trains a fresh model of that size on the same synthetic batches, whose lengths are the preset's `frames`
-and `words` (no padding). A point is one (size, batch, adapters, method, k) and records: parameters,
+(times `tokens_per_frame` for a VideoLLM) and `words` (no padding). Both model families run the task a
+fine-tune of that family is typically about: the UniVL family text-to-video retrieval (its eight losses), the
+VideoLLM family captioning (`lm` on the caption after the visual prefix, and its four auxiliaries; see
+`BENCH_TASK`). A point is one (size, batch, adapters, method, k) and records: parameters,
 samples/s, step time (median, IQR), peak memory, FLOPs per step (torch.utils.flop_counter), MFU, the meta
 step's time, the attention kernels seen, and for MELTR its ratios to each baseline with their spread. An
 out-of-memory error is a result: it is recorded with the stage it happened in, and the sweep goes on.
@@ -42,9 +45,9 @@ from ..config import BASELINES, ScalingConfig, method_variant
 from ..io import ensure_writable, write_json
 from ..meta.hypergradient import NEEDS_MATH_SDPA
 from ..models.adapters import trainable_count
-from ..models.build import build_model, count_parameters, parameter_count
-from ..models.losses import PRIMARY, task_losses
-from ..models.presets import get_preset
+from ..models.build import bench_frames, build_model, count_parameters, parameter_count
+from ..models.losses import primary_loss, task_losses
+from ..models.presets import get_preset, model_family
 from ..models.tokenizer import load_tokenizer
 from ..train.device import device_name, resolve_device, resolve_precision
 from ..train.memory import allocated_mb
@@ -58,13 +61,19 @@ logger = logging.getLogger(__name__)
 # the GPU one fits 8 minutes on one H100 or H200 (time_budget_s stops it early, recording what is left).
 GRIDS = {
     "cpu": {},
-    # Sized from the H100 runs in results/scaling/h100: 100m-1b with six methods, four k and two rounds took
-    # 350 s; 3b-7b with these four methods, two k and one round, full and LoRA, 180 s.
-    "gpu": {"sizes": ["100m", "300m", "1b", "3b", "7b"],
+    # Sized from the H100 runs in results/scaling/h100 (UniVL family): 100m-1b with six methods, four k and two
+    # rounds took 350 s; 3b-7b with these four methods, two k and one round, full and LoRA, 180 s. The VideoLLM
+    # sizes (1,152 tokens per sample from vllm-1b on) have not run on a GPU yet: time_budget_s records what
+    # they leave undone as skipped, and out-of-memory points as results.
+    "gpu": {"sizes": ["100m", "1b", "3b", "vllm-500m", "vllm-1b", "vllm-3b", "vllm-8b"],
             "methods": ["finetune", "multitask", "meltr/double_backward", "meltr/finite_difference@current"],
-            "ks": [3, 10], "batch_sizes": [8], "adapters": ["none", "lora"], "rounds": 3, "warmup": 6,
+            "ks": [3], "batch_sizes": [8], "adapters": ["none", "lora"], "rounds": 3, "warmup": 6,
             "time_budget_s": 420},
 }
+
+
+# The task each model family is benchmarked on (see the module docstring).
+BENCH_TASK = {"univl": "retrieval", "videollm": "captioning"}
 
 
 def build_contender(name: str, size: str, adapters: str, batches: list[dict], cfg: ScalingConfig,
@@ -72,13 +81,14 @@ def build_contender(name: str, size: str, adapters: str, batches: list[dict], cf
     """One method variant on a fresh model of this size, initialised where it lives (a 7B model never passes
     through the host)."""
     method, meltr_cfg = method_variant(name, cfg.meltr)
-    preset = get_preset(size)
+    preset, family = get_preset(size), model_family(size)
     with torch.device(device):
-        model = build_model(size, cfg.feature_dim, load_tokenizer().vocab_size, preset.words, preset.frames,
-                            cfg.seed, adapters=adapters, lora_rank=cfg.lora_rank)
+        model = build_model(size, cfg.feature_dim, load_tokenizer().vocab_size, preset.words, bench_frames(size),
+                            cfg.seed, adapters=adapters, lora_rank=cfg.lora_rank, checkpointing=cfg.checkpointing)
     params_total, params_trainable = count_parameters(model), trainable_count(model)
     model = wrap(model.train(), device, cfg.parallel)
-    combiner = build_combiner(method, list(task_losses("retrieval", cfg.loss_set)), PRIMARY["retrieval"],
+    task = BENCH_TASK[family]
+    combiner = build_combiner(method, list(task_losses(task, cfg.loss_set, family)), primary_loss(task, family),
                               {**meltr_cfg, "k": max(cfg.ks), "seed": cfg.seed}).to(device)
     c = Contender(name, model, combiner, batches, device, cfg.precision, lr=1e-5, seed=cfg.seed,
                   samples_per_step=len(batches[0]["video"]) * world)
@@ -126,7 +136,7 @@ def _measure(methods: list[str], size: str, batch_size: int, adapters: str, cfg:
     preset, kmax = get_preset(size), max(cfg.ks)
     warmup = cfg.warmup if cfg.warmup is not None else max(2 * kmax, 6)
     try:
-        batches = synthetic_batches(max(12, 2 * kmax), batch_size, preset.frames, preset.words, cfg.feature_dim,
+        batches = synthetic_batches(max(12, 2 * kmax), batch_size, bench_frames(size), preset.words, cfg.feature_dim,
                                     cfg.seed + 1000 * rank, device)
     except Exception as exc:  # the inputs alone do not fit: every method of this cell is out of memory
         if not is_oom(exc):
@@ -179,7 +189,8 @@ def measure_size(size: str, batch_size: int, adapters: str, cfg: ScalingConfig, 
     preset = get_preset(size)
     base = {"size": size, "params": parameter_count(size, cfg.feature_dim), "batch_size": batch_size,
             "global_batch_size": batch_size * world, "adapters": adapters, "frames": preset.frames,
-            "words": preset.words, "hidden": preset.hidden}
+            "visual_tokens": bench_frames(size), "words": preset.words, "hidden": preset.hidden,
+            "model_family": preset.family, "task": BENCH_TASK[preset.family]}
     rows = _measure(cfg.methods, size, batch_size, adapters, cfg, device, peak, world, rank,
                     {**base, "interleaved": True})
     if len(cfg.methods) > 1 and any(r.get("oom_beside_others") for r in rows):

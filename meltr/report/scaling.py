@@ -23,6 +23,9 @@ from .render import md_table, new_figure, save_png, write_csv
 
 REQUIRED = ("device", "precision", "points")
 HEADLINE_K = 3  # MELTR's k in the papers (UniVL, Violet)
+# A GPU cell whose finetune MFU stays under this is launch-bound: its ratios are not the answer (the points
+# table marks such points too).
+LAUNCH_BOUND = 0.10
 DEFAULT_METHOD = "meltr/finite_difference@current"
 OFFICIAL_METHOD = "meltr/double_backward"
 
@@ -46,7 +49,8 @@ def load_points(paths: list[str | os.PathLike]) -> pd.DataFrame:
             # matmul measured in the run: say so wherever their numbers appear.
             protocol = "interleaved" if data.get("interleaved") else "sequential (the earlier protocol)"
             rows.append({"device": data["device"], "precision": data["precision"], "source": str(path),
-                         "protocol": protocol, "mfu_peak": data.get("peak_flops_source"), **p})
+                         "protocol": protocol, "mfu_peak": data.get("peak_flops_source"),
+                         "model_family": "univl", **p})  # sweeps from before the VideoLLM family: UniVL
     df = pd.DataFrame(rows)
     for col in ("k", "samples_per_s", "peak_mem_mb", "ratio_vs_finetune", "ratio_vs_multitask", "mfu", "oom",
                 "skipped", "failed", "step_ms", "step_ms_iqr", "meta_step_ms", "mem_ratio_vs_multitask"):
@@ -68,8 +72,22 @@ def _fit(x: pd.Series, y: pd.Series, log_y: bool) -> tuple[float, int]:
     return float(np.polyfit(x, np.log10(y) if log_y else y, 1)[0]), int(ok.sum())
 
 
+# A cell of the sweep: the ratios and fits of different model families, devices or settings never mix.
+CELL = ["model_family", "device", "precision", "batch_size", "adapters"]
+FAMILY_LABEL = {"univl": "UniVL family", "videollm": "VideoLLM family"}
+
+
 def _cells(df: pd.DataFrame):
-    return df.groupby(["device", "precision", "batch_size", "adapters"], sort=False)
+    return df.groupby(CELL, sort=False)
+
+
+def _in_cell(table: pd.DataFrame, keys: tuple) -> pd.Series:
+    """Rows of a slopes/fits table that belong to the cell `keys` (family, device, precision, batch, adapters)."""
+    mask = pd.Series(True, index=table.index)
+    for col, value in zip(CELL, keys):
+        if col != "precision":
+            mask &= table[col] == value
+    return mask
 
 
 def slopes(df: pd.DataFrame) -> pd.DataFrame:
@@ -78,7 +96,7 @@ def slopes(df: pd.DataFrame) -> pd.DataFrame:
     out = []
     for keys, cell in _cells(ok):
         for (method, k), g in cell.groupby(["method", cell["k"].fillna(0)], sort=False):
-            row = dict(zip(("device", "precision", "batch_size", "adapters"), keys))
+            row = dict(zip(CELL, keys))
             row.update(method=method, k=int(k) or None, sizes=int(g["size"].nunique()),
                        params_min_m=float(g["params_m"].min()), params_max_m=float(g["params_m"].max()))
             row["samples_per_s_exponent"] = _fit(g["params"], g["samples_per_s"], log_y=True)[0]
@@ -103,7 +121,7 @@ def largest_fit(df: pd.DataFrame, budgets_gb: list[float]) -> pd.DataFrame:
         for method, g in cell.groupby("method", sort=False):
             ok = g[g["status"] == "ok"].drop_duplicates("size")
             oom = g[g["status"] == "out of memory"]
-            row = dict(zip(("device", "precision", "batch_size", "adapters"), keys))
+            row = dict(zip(CELL, keys))
             row["method"] = method
             row["largest_measured"] = ok.loc[ok["params"].idxmax(), "size"] if len(ok) else None
             row["smallest_out_of_memory"] = oom.loc[oom["params"].idxmin(), "size"] if len(oom) else None
@@ -132,8 +150,9 @@ def _plot_cells(df: pd.DataFrame, path: Path, y: str, ylabel: str, log_y: bool, 
         ax.set_xscale("log")
         if log_y:
             ax.set_yscale("log")
-        device, precision, batch, adapters = keys
-        ax.set_title(f"{device}\n{precision}, batch {batch}, adapters {adapters}, MELTR k={k}", fontsize=9)
+        family, device, precision, batch, adapters = keys
+        ax.set_title(f"{FAMILY_LABEL.get(family, family)}, {device}\n{precision}, batch {batch}, adapters "
+                     f"{adapters}, MELTR k={k}", fontsize=9)
         ax.set_xlabel("parameters")
         ax.set_ylabel(ylabel)
         ax.grid(True, which="both", alpha=0.3)
@@ -159,20 +178,20 @@ def _f(v, digits=2) -> str:
 
 
 def _answer(df: pd.DataFrame, fits: pd.DataFrame, slope: pd.DataFrame) -> str:
-    """A few sentences from the numbers: per device, the default and the official estimator at k=3."""
+    """A few sentences from the numbers: per family and device, the default and the official estimator at k=3."""
     lines = []
-    for (device, precision, batch, adapters), cell in _cells(df):
+    for keys, cell in _cells(df):
+        family, device, precision, batch, adapters = keys
         if adapters != "none":
             continue
-        sl = slope[(slope["device"] == device) & (slope["batch_size"] == batch) & (slope["adapters"] == adapters)]
+        sl = slope[_in_cell(slope, keys)] if len(slope) else slope
         parts = []
         for method in (DEFAULT_METHOD, OFFICIAL_METHOD):
             s = sl[(sl["method"] == method) & (sl["k"] == HEADLINE_K)]
             if s.empty:
                 continue
             s = s.iloc[0]
-            f = fits[(fits["device"] == device) & (fits["batch_size"] == batch) & (fits["adapters"] == adapters)
-                     & (fits["method"] == method)]
+            f = fits[_in_cell(fits, keys) & (fits["method"] == method)]
             limit = ""
             if not f.empty and pd.notna(f.iloc[0]["smallest_out_of_memory"]):
                 limit = f"; out of memory from `{f.iloc[0]['smallest_out_of_memory']}` on"
@@ -180,14 +199,18 @@ def _answer(df: pd.DataFrame, fits: pd.DataFrame, slope: pd.DataFrame) -> str:
                          f"multitask's samples/s ({_f(s['ratio_vs_finetune_min'])}–{_f(s['ratio_vs_finetune_max'])} "
                          f"of finetune's) from {_f(s['params_min_m'], 1)}M to {_f(s['params_max_m'], 1)}M parameters, "
                          f"a change of {_f(s['ratio_vs_multitask_per_decade'], 3)} per decade{limit}")
-        base = fits[(fits["device"] == device) & (fits["batch_size"] == batch) & (fits["adapters"] == adapters)
-                    & (fits["method"] == "multitask")]
+        base = fits[_in_cell(fits, keys) & (fits["method"] == "multitask")] if len(fits) else fits
         if not base.empty and pd.notna(base.iloc[0]["smallest_out_of_memory"]):
             parts.append(f"multitask itself runs out of memory from `{base.iloc[0]['smallest_out_of_memory']}` on")
         if parts:
             protocol = ", ".join(sorted(set(cell["protocol"])))
-            lines.append(f"- **{device}** ({precision}, batch {batch}, k={HEADLINE_K}; methods timed {protocol}): "
-                         + "; ".join(parts) + ".")
+            mfu = cell[(cell["method"] == "finetune") & (cell["status"] == "ok")]["mfu"].dropna()
+            bound = ""
+            if len(mfu) and not str(device).startswith("cpu") and float(mfu.max()) < LAUNCH_BOUND:
+                bound = (f" Finetune reached at most {100 * float(mfu.max()):.1f} % MFU here: launch-bound, so "
+                         "these ratios describe kernel launches and host work, not the arithmetic of training.")
+            lines.append(f"- **{FAMILY_LABEL.get(family, family)}, {device}** ({precision}, batch {batch}, "
+                         f"k={HEADLINE_K}; methods timed {protocol}): " + "; ".join(parts) + "." + bound)
     return "\n".join(lines) or "No sweep measured MELTR and both baselines at k=3."
 
 
@@ -213,10 +236,18 @@ def _points_table(cell: pd.DataFrame) -> str:
                      _f(r["meta_step_ms"], 1), _f(r["peak_mem_mb"], 0),
                      _f(r["flops_per_step"] / 1e9 if r.get("flops_per_step") is not None
                         and not pd.isna(r.get("flops_per_step")) else None, 1),
-                     _f(100 * r["mfu"] if r.get("mfu") is not None and not pd.isna(r["mfu"]) else None, 1),
+                     _mfu(r),
                      _f(r["ratio_vs_finetune"]), _f(r["ratio_vs_multitask"]), _f(r["mem_ratio_vs_multitask"]),
                      kernel])
     return md_table(headers, rows)
+
+
+def _mfu(r) -> str:
+    """MFU in %, marked launch-bound (†) for a GPU point under LAUNCH_BOUND."""
+    if r.get("mfu") is None or pd.isna(r["mfu"]):
+        return "–"
+    bound = not str(r["device"]).startswith("cpu") and r["mfu"] < LAUNCH_BOUND
+    return f"{100 * r['mfu']:.1f}" + (" †" if bound else "")
 
 
 def _slopes_table(slope: pd.DataFrame) -> str:
@@ -232,9 +263,9 @@ def _slopes_table(slope: pd.DataFrame) -> str:
 
 def _fits_table(fits: pd.DataFrame, budgets_gb: list[float]) -> str:
 
-    headers = ["device", "batch", "adapters", "method", "largest measured", "smallest out of memory"] + \
+    headers = ["family", "device", "batch", "adapters", "method", "largest measured", "smallest out of memory"] + \
         [f"fits {gb:g} GB (B params, fitted)" for gb in budgets_gb]
-    rows = [[r["device"], str(r["batch_size"]), r["adapters"], r["method"], _f(r["largest_measured"]),
+    rows = [[FAMILY_LABEL.get(r["model_family"], r["model_family"]), r["device"], str(r["batch_size"]), r["adapters"], r["method"], _f(r["largest_measured"]),
              _f(r["smallest_out_of_memory"])] + [_f(r.get(f"fits_{gb:g}GB_params_b"), 2) for gb in budgets_gb]
             for _, r in fits.iterrows()]
     return md_table(headers, rows)
@@ -248,13 +279,15 @@ def scaling_section(df: pd.DataFrame, slope: pd.DataFrame, fits: pd.DataFrame, b
              "protocol). Ratios are MELTR's samples/s over a baseline's in the same sweep; per decade is the "
              "fitted change of the ratio per 10x parameters; exponents are log-log slopes.",
              "### The answer in numbers\n\n" + _answer(df, fits, slope)]
-    for (device, precision, batch, adapters), cell in _cells(df):
+    for (family, device, precision, batch, adapters), cell in _cells(df):
         sources = ", ".join(sorted({Path(s).name for s in cell["source"]}))
         protocol = ", ".join(sorted(set(cell["protocol"])))
         peaks = ", ".join(sorted({str(x) for x in cell["mfu_peak"].dropna()})) or "not recorded"
-        parts.append(f"### {device}: {precision}, batch {batch}, adapters {adapters} (from {sources})\n\n"
+        parts.append(f"### {FAMILY_LABEL.get(family, family)}, {device}: {precision}, batch {batch}, adapters "
+                     f"{adapters} (from {sources})\n\n"
                      f"Methods timed: {protocol}. MFU against: {peaks}. Baselines and MELTR at k={HEADLINE_K}; "
-                     "every k is in `scaling.csv`.\n\n" + _points_table(cell))
+                     f"every k is in `scaling.csv`. †: MFU under {100 * LAUNCH_BOUND:.0f} % on a GPU, launch-bound "
+                     "(kernel launches and host work set the step time), not the answer.\n\n" + _points_table(cell))
     parts.append("### Fitted slopes\n\n" + _slopes_table(slope))
     parts.append("### Largest size that fits\n\nMeasured sizes, and for each memory budget the parameter count "
                  "at which the linear fit of peak memory against parameters reaches it (an extrapolation).\n\n"

@@ -78,13 +78,13 @@ def test_profile_runs_the_workflow_on_a_real_slurm_cluster(tmp_path):
         try:
             # The cluster has a partition `cpu`, no GPU and 2 CPUs. The command line replaces the profile's whole
             # default-resources/set-resources/set-threads blocks: the GPU rules get gpu=0 (-> --cpus-per-task), and
-            # train/features the 2 threads of the local run below, so that training (seeded, on CPU) computes
-            # the same numbers.
+            # train/features the threads of the local run below (train.threads 1, features every core), so that
+            # training (seeded, on CPU) computes the same numbers.
             cmd = ["snakemake", "--profile", PROFILE,
                    "--default-resources", f"slurm_partition={c.partition}", f"slurm_account={c.account}",
                    "runtime=10", "mem_mb=500", "cpus_per_task=threads",
                    "--set-resources", "train:gpu=0", "evaluate:gpu=0", "scaling:gpu=0", "cost:gpu=0",
-                   "--set-threads", "train=2", "features=2", "scaling=2", "cost=2",
+                   "--set-threads", "train=1", "features=2", "scaling=2", "cost=2",
                    # Poll sacct every second while nothing runs (the plugin adds 10 s per poll while jobs run).
                    "--slurm-init-seconds-before-status-checks", "1",
                    "--slurm-keep-successful-logs", "--latency-wait", "10"]

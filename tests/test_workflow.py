@@ -16,9 +16,11 @@ ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
 
 
-def tiny_params(all_families: bool = False) -> dict:
-    """The default params.yaml, shrunk: MSRVTT retrieval only, or (all_families) one task of every family."""
+def tiny_params(all_families: bool = False, models: tuple[str, ...] = ("tiny",)) -> dict:
+    """The default params.yaml, shrunk: MSRVTT retrieval only, or (all_families) one task of every family;
+    the UniVL family's tiny model only, unless `models` says otherwise."""
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    params["grid"]["models"] = list(models)
     params["synth"]["msrvtt"].update(n_train=24, n_test=8, captions_per_video=2, seconds=2.0, size=32)
     params["synth"]["tgifqa"].update(n_train=12, n_test=6, size=32)
     params["train"].update(steps=9, batch_size=4, timing_warmup=3)
@@ -203,32 +205,42 @@ def test_invalid_params_are_rejected_before_any_job(tmp_path):
     assert "transitoin" in proc.stdout + proc.stderr
 
 
-def test_dvc_repro_then_status_clean(tmp_path):
-    project = make_project(tmp_path, tiny_params())
-    for cmd in (["git", "init", "-q", "-b", "main"], ["dvc", "init", "-q"],
-                ["dvc", "config", "core.autostage", "true"], ["git", "add", "-A"],
-                ["git", "commit", "-qm", "init"]):
-        sh(*cmd, cwd=project)
-    sh("dvc", "repro", cwd=project)
-    assert "up to date" in sh("dvc", "status", cwd=project).stdout
-    assert "Nothing to be done" in sh("snakemake", "-n", cwd=project).stdout
-    shown = json.loads(sh("dvc", "metrics", "show", "--json", cwd=project).stdout)
-    assert "results/metrics.json" in json.dumps(shown)
-    assert "didn't change" in sh("dvc", "repro", cwd=project).stdout
-
-
-def test_dvc_push_clone_pull_touch_and_an_experiment(tmp_path):
-    """A colleague's clone: dvc push to a local remote, git clone, dvc pull, snakemake --touch; then nothing is
-    left to compute. And `dvc exp run -S` on a MELTR parameter makes an experiment that `dvc exp show` lists."""
-    (tmp_path / "project").mkdir()
-    project = make_project(tmp_path / "project", tiny_params())
-    remote = tmp_path / "remote"
+@pytest.fixture(scope="module")
+def reproduced(tmp_path_factory) -> tuple[Path, Path]:
+    """A tiny project (MSRVTT retrieval, both model families) in git with a local DVC remote, after `dvc repro`."""
+    root = tmp_path_factory.mktemp("dvc")
+    (root / "project").mkdir()
+    project = make_project(root / "project", tiny_params(models=("tiny", "vllm-tiny")))
+    remote = root / "remote"
     for cmd in (["git", "init", "-q", "-b", "main"], ["git", "config", "user.email", "t@example.com"],
                 ["git", "config", "user.name", "t"], ["dvc", "init", "-q"],
                 ["dvc", "config", "core.autostage", "true"], ["dvc", "remote", "add", "-d", "local", str(remote)],
                 ["git", "add", "-A"], ["git", "commit", "-qm", "init"]):
         sh(*cmd, cwd=project)
     sh("dvc", "repro", cwd=project)
+    return project, remote
+
+
+def test_dvc_repro_then_status_clean(reproduced):
+    project, _ = reproduced
+    assert "up to date" in sh("dvc", "status", cwd=project).stdout
+    assert "Nothing to be done" in sh("snakemake", "-n", cwd=project).stdout
+    shown = json.loads(sh("dvc", "metrics", "show", "--json", cwd=project).stdout)
+    assert "results/metrics.json" in json.dumps(shown)
+    assert "didn't change" in sh("dvc", "repro", cwd=project).stdout
+    # Both model families trained and evaluated, and the report has their rows.
+    metrics = json.loads((project / "results/metrics.json").read_text())["msrvtt"]["retrieval"]
+    assert set(metrics) == {"tiny", "vllm-tiny"} and set(metrics["vllm-tiny"]) == {"finetune", "multitask", "meltr"}
+    report = (project / "results/report/report.md").read_text()
+    assert "| msrvtt | retrieval | vllm-tiny |" in report
+    log = [json.loads(x) for x in (project / "results/runs/msrvtt/retrieval/meltr/vllm-tiny/train_log.jsonl").open()]
+    assert set(log[0]["weights"]) == {"vtc", "lm", "vtm", "mvm", "m_lm"}
+
+
+def test_dvc_push_clone_pull_touch_and_an_experiment(reproduced, tmp_path):
+    """A colleague's clone: dvc push to a local remote, git clone, dvc pull, snakemake --touch; then nothing is
+    left to compute. And `dvc exp run -S` on a MELTR parameter makes an experiment that `dvc exp show` lists."""
+    project, remote = reproduced
     sh("git", "add", "-A", cwd=project)
     sh("git", "commit", "-qm", "results", cwd=project)
     sh("dvc", "push", cwd=project)
@@ -267,7 +279,8 @@ def test_rerun_after_a_killed_training_job_resumes_it(tmp_path):
     params["train"].update(steps=300, checkpoint_every=5)
     project = make_project(tmp_path, params)
     run_dir = project / "results/runs/msrvtt/retrieval/multitask/tiny"
-    proc = subprocess.Popen(["snakemake", "--cores", "2"], cwd=project, start_new_session=True,
+    target = str((run_dir / "model.pt").relative_to(project))  # the training job and what it needs, nothing else
+    proc = subprocess.Popen(["snakemake", "--cores", "2", target], cwd=project, start_new_session=True,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 300
     while not (run_dir / "checkpoint.pt").exists() and proc.poll() is None and time.time() < deadline:
@@ -277,28 +290,27 @@ def test_rerun_after_a_killed_training_job_resumes_it(tmp_path):
     assert (run_dir / "checkpoint.pt").exists() and not (run_dir / "model.pt").exists()
     # What a user does after a lost node: release the killed run's lock, rerun the incomplete job.
     sh("snakemake", "--unlock", "--cores", "1", cwd=project)
-    sh("snakemake", "--cores", "2", "--rerun-incomplete", cwd=project)
+    sh("snakemake", "--cores", "2", "--rerun-incomplete", target, cwd=project)
     resumed = json.loads((run_dir / "throughput.json").read_text())["resumed_from"]
     assert resumed and 0 < resumed[0] < 300 and resumed[0] % 5 == 0
 
 
-def test_two_clean_runs_give_identical_results(tmp_path):
-    """Same seed, same params.yaml, two fresh project folders: the same feature store bytes and the same
-    quality columns in summary.csv (training and evaluation are deterministic on CPU)."""
-
-    runs = []
-    for name in ("first", "second"):
-        (tmp_path / name).mkdir()
-        project = make_project(tmp_path / name, tiny_params())
-        sh("snakemake", "--cores", "2", cwd=project)
-        runs.append(project)
+def test_two_clean_runs_give_identical_results(reproduced, tmp_path):
+    """Same seed, same params.yaml, two fresh project folders, one run by `dvc repro` and one by Snakemake: the
+    same feature store bytes, the same quality columns in summary.csv and bitwise the same weights, for both
+    model families (training and evaluation are deterministic on CPU)."""
+    first, _ = reproduced
+    second = make_project(tmp_path, tiny_params(models=("tiny", "vllm-tiny")))
+    sh("snakemake", "--cores", "all", cwd=second)  # as dvc.yaml's stage runs it
+    runs = [first, second]
     a, b = (np.load(p / "results/features/msrvtt/features.npy") for p in runs)
     assert np.array_equal(a, b)
     quality = ("dataset", "task", "method", "model", "score", "R1", "R5", "R10", "MedR", "MeanR", "v2t_R1")
     rows = [[{k: r[k] for k in quality} for r in csv.DictReader((p / "results/summary.csv").open())] for p in runs]
-    assert rows[0] == rows[1]
+    assert rows[0] == rows[1] and len(rows[0]) == 6
 
-    for method in ("finetune", "multitask", "meltr"):  # bitwise, not just equal metrics
-        ma, mb = (torch.load(p / f"results/runs/msrvtt/retrieval/{method}/tiny/model.pt", weights_only=False)["model"]
-                  for p in runs)
-        assert all(torch.equal(ma[k], mb[k]) for k in ma), method
+    for model in ("tiny", "vllm-tiny"):
+        for method in ("finetune", "multitask", "meltr"):  # bitwise, not just equal metrics
+            ma, mb = (torch.load(p / f"results/runs/msrvtt/retrieval/{method}/{model}/model.pt",
+                                 weights_only=False)["model"] for p in runs)
+            assert all(torch.equal(ma[k], mb[k]) for k in ma), (model, method)

@@ -140,12 +140,21 @@ def costs():
 
 
 # Train settings that do not change a step's cost (`meltr bench cost` takes none of them).
-NOT_COST = ("steps", "checkpoint_every", "timing_warmup", "nan_patience")
+NOT_COST = ("steps", "checkpoint_every", "timing_warmup", "nan_patience", "threads")
 
 
 def cost_train(dataset, task):
     """The task's train settings that `meltr bench cost` takes."""
     return {k: v for k, v in task_train(dataset, task).items() if k not in NOT_COST}
+
+
+def train_flags(dataset, task):
+    """The task's train settings as flags of `meltr train`, but threads, which the rule's `threads` carries."""
+    return flags({k: v for k, v in task_train(dataset, task).items() if k != "threads"})
+
+
+# CPU threads of a training job: train.threads, or every core.
+TRAIN_THREADS = config["train"].get("threads") or workflow.cores
 
 
 def task_train(dataset, task):

@@ -15,8 +15,9 @@ rule cost:
         cost=flags(config.get("cost") or {}),
         methods=" ".join(METHODS),
         seed=config["seed"],
-    # All cores and nothing beside it: the job is a timing measurement.
-    threads: workflow.cores
+    # The training jobs' threads: the cost of the computation they run. The methods are interleaved in the one
+    # process, so the ratios survive another job beside it (or say they could not: usable false).
+    threads: min(TRAIN_THREADS, workflow.cores)
     resources:
         gpu=lambda wc: 1 if config["train"]["device"] == "cuda" else 0,
     log:

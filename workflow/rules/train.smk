@@ -12,11 +12,12 @@ rule train:
         code=code("meltr.train.loop"),
     params:
         out=lambda wc, output: os.path.dirname(output.model),
-        train=lambda wc: flags(task_train(wc.dataset, wc.task)),
+        train=lambda wc: train_flags(wc.dataset, wc.task),
         meltr=flags(config["meltr"], prefix="meltr-"),
         seed=config["seed"],
-    # All cores: throughput figures are only comparable when training jobs do not share the machine.
-    threads: workflow.cores
+    # train.threads (default: every core). The cost ratios the report states come from the cost jobs, so
+    # training jobs may share the machine; their own throughput records say how many threads they had.
+    threads: min(TRAIN_THREADS, workflow.cores)
     resources:
         gpu=lambda wc: 1 if config["train"]["device"] == "cuda" else 0,
     log:

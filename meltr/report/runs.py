@@ -15,6 +15,7 @@ import pandas as pd
 
 from ..errors import MeltrError
 from ..io import read_json_object, read_jsonl
+from ..models.presets import PRESETS
 from .render import fmt, md_table, new_figure, rounded, save_png
 
 METHOD_ORDER = ("finetune", "multitask", "meltr")
@@ -454,9 +455,33 @@ def _group_sentence(group: pd.DataFrame, ratio: pd.Series) -> str:
     return text
 
 
+FAMILY_NAME = {"univl": "the UniVL family", "videollm": "the VideoLLM family"}
+
+
+def _family_sentences(ratios: pd.DataFrame) -> list[str]:
+    """Per model family: the range over its tasks of MELTR's usable cost ratios, the answer in one sentence."""
+    out = []
+    families = ratios["model"].map(lambda m: PRESETS[m].family if m in PRESETS else "other")
+    for family, rows in ratios.groupby(families, sort=True):
+        parts = []
+        for base, name in (("finetune", "standard fine-tuning"), ("multitask", "multi-task fine-tuning")):
+            usable = rows[rows[f"meltr_vs_{base}_usable"].fillna(False).astype(bool)][f"meltr_vs_{base}"].dropna()
+            if len(usable):
+                parts.append(f"{usable.min():.2f}–{usable.max():.2f}× the throughput of {name} "
+                             f"({len(usable)} of {len(rows)} tasks measured reliably)")
+        models = ", ".join(sorted(rows["model"].unique()))
+        if parts:
+            out.append(f"On {FAMILY_NAME.get(family, family)} ({models}), MELTR ran at " + " and ".join(parts) + ".")
+        else:
+            out.append(f"On {FAMILY_NAME.get(family, family)} ({models}) no cost ratio of this run was measured "
+                       "reliably (see the ratio table).")
+    return out
+
+
 def _summary_paragraph(df: pd.DataFrame, ratios: pd.DataFrame) -> str:
     ratio_by_group = ratios.set_index(GROUP)
-    sentences = [_group_sentence(group, ratio_by_group.loc[key]) for key, group in df.groupby(GROUP, sort=True)]
+    sentences = _family_sentences(ratios) if len(ratios) else []
+    sentences += [_group_sentence(group, ratio_by_group.loc[key]) for key, group in df.groupby(GROUP, sort=True)]
     return " ".join(sentences)
 
 

@@ -8,7 +8,7 @@ from meltr.cli import main
 
 def test_meltr_step_bench_writes_ratios_and_errors(tmp_path, capsys):
     out = tmp_path / "bench.json"
-    assert main(["bench", "meltr-step", "--model", "tiny", "--k", "3", "--steps", "3", "--batch-size", "4",
+    assert main(["bench", "meltr-step", "--model", "micro", "--k", "3", "--steps", "3", "--batch-size", "4",
                  "--threads", "1", "--meltr-dropout", "0", "--json", str(out)]) == 0
     table = capsys.readouterr().out
     assert "meltr/finite_difference" in table and "multitask" in table

@@ -37,8 +37,10 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import BertConfig, BertModel
 
+from .decoding import beam_search
 from .losses import ALL_LOSSES, LOSS_NAMES
 from .presets import ModelPreset
+from .standardise import StandardisedFeatures
 
 _MASKED_CROSS = {"cmlm", "cmfm", "m_decoder"}  # losses computed from the masked-input cross encoding
 
@@ -51,7 +53,7 @@ def _bert_config(p: ModelPreset, layers: int, vocab: int, positions: int, **extr
     )
 
 
-class VideoLanguageModel(nn.Module):
+class VideoLanguageModel(StandardisedFeatures, nn.Module):
     family = "univl"
     # The Linear layers inside every BertModel (LoRA targets: attention projections and the feed-forward pair),
     # the task heads (new, so they train in full under LoRA) and the blocks FSDP2 shards one by one.
@@ -75,11 +77,7 @@ class VideoLanguageModel(nn.Module):
             self.text = BertModel(_bert_config(preset, preset.text_layers, vocab_size, max(max_words, 64)),
                                   add_pooling_layer=False)
         h = preset.hidden
-        # Per-dimension standardisation of the frame features, set from the training clips (`set_feature_stats`)
-        # and saved with the weights. Random-init backbone features are a large constant plus a small
-        # clip-dependent part; unscaled, the constant swamps video_in and the QA heads sit on a plateau.
-        self.register_buffer("feature_mean", torch.zeros(feature_dim))
-        self.register_buffer("feature_std", torch.ones(feature_dim))
+        self.init_feature_stats(feature_dim)  # standardise.py: set from the training clips, saved with the weights
         self.video_in = nn.Linear(feature_dim, h)
         self.video = BertModel(_bert_config(preset, preset.video_layers, 1, max_frames), add_pooling_layer=False)
         self.cross = BertModel(_bert_config(preset, preset.cross_layers, 1, max_words + max_frames),
@@ -106,16 +104,6 @@ class VideoLanguageModel(nn.Module):
     # ---------------------------------------------------------------- encoders
     def encode_text(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         return self.text(input_ids=ids, attention_mask=mask).last_hidden_state
-
-    @torch.no_grad()
-    def set_feature_stats(self, video: torch.Tensor) -> None:
-        """Standardise frame features with the mean and std of `video` (clips, frames, dim): the training set."""
-        flat = video.reshape(-1, video.shape[-1]).to(self.feature_mean)
-        self.feature_mean.copy_(flat.mean(0))
-        self.feature_std.copy_(flat.std(0, unbiased=False).clamp(min=1e-6))
-
-    def standardise(self, video: torch.Tensor) -> torch.Tensor:
-        return (video - self.feature_mean) / self.feature_std
 
     def encode_video(self, video: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         return self.video(inputs_embeds=self.video_in(self.standardise(video)), attention_mask=mask).last_hidden_state
@@ -332,34 +320,9 @@ class VideoLanguageModel(nn.Module):
         return out
 
     def _beam(self, cross, cross_mask, bos_id, eos_id, max_len, beam_size) -> list[int]:
-        dev = cross.device
-        beams = torch.full((1, 1), bos_id, dtype=torch.long, device=dev)
-        scores = torch.zeros(1, device=dev)
-        finished: list[tuple[float, list[int]]] = []
-        for _ in range(max_len):
-            logp = self._next_logprobs(beams, cross, cross_mask, eos_id)  # (n_beams, vocab)
-            total = (scores[:, None] + logp).reshape(-1)
-            top = torch.topk(total, min(beam_size * 2, total.numel()))
-            keep_seqs, keep_scores = [], []
-            for score, flat in zip(top.values.tolist(), top.indices.tolist()):
-                b, tok = divmod(flat, logp.shape[1])
-                seq = beams[b].tolist()[1:] + [tok]
-                if tok == eos_id:
-                    finished.append((score / len(seq), seq[:-1]))
-                elif len(keep_seqs) < beam_size:
-                    keep_seqs.append(beams[b].tolist() + [tok])
-                    keep_scores.append(score)
-            # An open beam's mean can still rise; stop once beam_size have finished and the best open beam's
-            # sum is already below the best finished mean times the longest length still possible.
-            best_open = keep_scores[0] if keep_scores else float("-inf")
-            bound = max((f[0] for f in finished), default=float("-inf")) * (max_len + 1)
-            if not keep_seqs or (len(finished) >= beam_size and best_open < bound):
-                break
-            beams = torch.tensor(keep_seqs, dtype=torch.long, device=dev)
-            scores = torch.tensor(keep_scores, device=dev)
-        if not finished:  # nothing ended within max_len: the best open beam
-            finished.append((float(scores[0]) / (beams.shape[1] - 1), beams[0].tolist()[1:]))
-        return max(finished, key=lambda f: f[0])[1]
+        prompt = torch.full((1, 1), bos_id, dtype=torch.long, device=cross.device)
+        return beam_search(lambda beams: self._next_logprobs(beams, cross, cross_mask, eos_id), prompt, eos_id,
+                           max_len, beam_size)
 
 
 def _masked_ce(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:

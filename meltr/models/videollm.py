@@ -42,8 +42,10 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import LlamaConfig, LlamaModel
 
+from .decoding import beam_search
 from .losses import VLLM_LOSSES
 from .presets import LLMPreset
+from .standardise import StandardisedFeatures
 
 _JOINT = {"lm", "vtm"}          # losses that read the [video ; text] pass
 _MASKED = {"mvm", "m_lm"}       # losses that read the [masked video ; text] pass
@@ -60,7 +62,7 @@ def llama_config(p: LLMPreset, vocab_size: int, positions: int) -> LlamaConfig:
     )
 
 
-class VideoLLM(nn.Module):
+class VideoLLM(StandardisedFeatures, nn.Module):
     family = "videollm"
     # The Linear layers of every decoder layer (LoRA targets) and the blocks FSDP2 shards one by one.
     lora_targets = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
@@ -82,10 +84,7 @@ class VideoLLM(nn.Module):
                                  f"{vocab_size} (the bert-base-uncased word pieces)")
         else:
             self.lm = LlamaModel(llama_config(preset, vocab_size, positions))
-        # Per-dimension standardisation of the frame features, set from the training clips and saved with
-        # the weights (as in the UniVL family: random-init features are a large constant plus a small part).
-        self.register_buffer("feature_mean", torch.zeros(feature_dim))
-        self.register_buffer("feature_std", torch.ones(feature_dim))
+        self.init_feature_stats(feature_dim)  # standardise.py: set from the training clips, saved with the weights
         self.projector = nn.Sequential(nn.Linear(feature_dim, h), nn.GELU(), nn.Linear(h, h))
         self.visual_mask = nn.Parameter(torch.zeros(h))  # stands in for a masked visual token (mvm)
         d = min(h, 256)
@@ -97,16 +96,6 @@ class VideoLLM(nn.Module):
         self.count_head = nn.Linear(h, 1)
 
     # ---------------------------------------------------------------- sequences
-    @torch.no_grad()
-    def set_feature_stats(self, video: torch.Tensor) -> None:
-        """Standardise frame features with the mean and std of `video` (clips, frames, dim): the training set."""
-        flat = video.reshape(-1, video.shape[-1]).to(self.feature_mean)
-        self.feature_mean.copy_(flat.mean(0))
-        self.feature_std.copy_(flat.std(0, unbiased=False).clamp(min=1e-6))
-
-    def standardise(self, video: torch.Tensor) -> torch.Tensor:
-        return (video - self.feature_mean) / self.feature_std
-
     def visual_tokens(self, video: torch.Tensor, video_mask: torch.Tensor, masked: torch.Tensor | None = None):
         """(B, T', hidden) visual tokens and their mask; `masked` (B, T) frames are replaced by the mask token."""
         x, m = self.standardise(video), video_mask
@@ -289,8 +278,8 @@ class VideoLLM(nn.Module):
     def generate(self, video, video_mask, prompt_ids, prompt_mask, eos_id: int, max_len: int,
                  beam_size: int = 1) -> list[list[int]]:
         """Token ids after [video ; prompt] per clip, at least one token long: greedy (beam_size 1, all clips
-        at once; prompts left-padded) or beam search ranked by mean log-probability per token, as the UniVL
-        family decodes. Recomputes the sequence at each step (no cache): short answers and captions."""
+        at once; prompts left-padded) or beam search ranked by mean log-probability per token (decoding.py, as
+        the UniVL family decodes). Recomputes the sequence at each step (no cache): short answers and captions."""
         vis = self.visual_tokens(video, video_mask)
         if beam_size == 1:
             return self._greedy(vis, prompt_ids, prompt_mask, eos_id, max_len)
@@ -319,33 +308,13 @@ class VideoLLM(nn.Module):
 
     def _beam(self, vis, prompt: torch.Tensor, eos_id, max_len, beam_size) -> list[int]:
         start = prompt.shape[1]
-        beams, scores = prompt, torch.zeros(1, device=prompt.device)
-        finished: list[tuple[float, list[int]]] = []
-        for i in range(max_len):
+
+        def next_logprobs(beams):
             n = beams.shape[0]
-            logp = self._next_logprobs((vis[0].expand(n, -1, -1), vis[1].expand(n, -1)), beams,
-                                       torch.ones_like(beams), eos_id, i == 0)
-            total = (scores[:, None] + logp).reshape(-1)
-            top = torch.topk(total, min(beam_size * 2, total.numel()))
-            keep, keep_scores = [], []
-            for score, flat in zip(top.values.tolist(), top.indices.tolist()):
-                b, tok = divmod(flat, logp.shape[1])
-                seq = beams[b].tolist()[start:] + [tok]
-                if tok == eos_id:
-                    finished.append((score / len(seq), seq[:-1]))
-                elif len(keep) < beam_size:
-                    keep.append(beams[b].tolist() + [tok])
-                    keep_scores.append(score)
-            # the bound of univl.py's beam search: an open beam's mean can still rise
-            best_open = keep_scores[0] if keep_scores else float("-inf")
-            bound = max((f[0] for f in finished), default=float("-inf")) * (max_len + 1)
-            if not keep or (len(finished) >= beam_size and best_open < bound):
-                break
-            beams = torch.tensor(keep, dtype=torch.long, device=prompt.device)
-            scores = torch.tensor(keep_scores, device=prompt.device)
-        if not finished:
-            finished.append((float(scores[0]) / max(1, beams.shape[1] - start), beams[0].tolist()[start:]))
-        return max(finished, key=lambda f: f[0])[1]
+            return self._next_logprobs((vis[0].expand(n, -1, -1), vis[1].expand(n, -1)), beams,
+                                       torch.ones_like(beams), eos_id, beams.shape[1] == start)
+
+        return beam_search(next_logprobs, prompt, eos_id, max_len, beam_size)
 
     @torch.no_grad()
     def option_scores(self, task: dict, video, video_mask) -> torch.Tensor:

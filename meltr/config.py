@@ -19,7 +19,8 @@ from .models.losses import LOSS_SETS
 from .models.presets import get_preset
 
 # The methods the pipeline compares (combiners/: one LossCombiner each).
-METHODS = ("finetune", "multitask", "meltr")
+# finetune and multitask; two cheap learned weightings (combiners/learned.py); MELTR
+METHODS = ("finetune", "multitask", "uncertainty", "famo", "meltr")
 META_BATCHES = ("replay", "current")
 OUT_OF_VOCABULARY = ("wrong", "exclude")  # strict | All-in-one
 PRECISIONS = ("auto", "fp32", "bf16")  # auto: bf16 autocast on a GPU, fp32 on a CPU
@@ -230,14 +231,15 @@ class MeltrConfig:
 
 # ----------------------------------------------------------------- benchmark methods
 BASELINES = ("finetune", "multitask")
+LEARNED_WEIGHTINGS = ("uncertainty", "famo")  # timed like the baselines (no k), in cost jobs and sweeps
 # MELTR with each estimator on the official replayed meta batches, and the two that reuse the step's batch.
 MELTR_VARIANTS = tuple(f"meltr/{e}" for e in ESTIMATORS) + ("meltr/jvp@current", "meltr/finite_difference@current")
-BENCH_METHODS = BASELINES + MELTR_VARIANTS  # the names `bench scaling` times
+BENCH_METHODS = BASELINES + LEARNED_WEIGHTINGS + MELTR_VARIANTS  # the names `bench scaling` times
 
 
 def method_variant(name: str, meltr_cfg: dict) -> tuple[str, dict]:
     """'meltr/jvp@current' -> ('meltr', {..., estimator: jvp, meta_batches: current})."""
-    if name in BASELINES:
+    if name in BASELINES or name in LEARNED_WEIGHTINGS:
         return name, dict(meltr_cfg)
     if name not in MELTR_VARIANTS:
         raise MeltrError(f"scaling method {name!r}: expected one of {', '.join(BENCH_METHODS)}")

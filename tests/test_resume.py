@@ -44,7 +44,7 @@ def assert_same_run(a, b):
     assert [e.get("weights") for e in la] == [e.get("weights") for e in lb]
 
 
-@pytest.mark.parametrize("method", ["multitask", "meltr"])
+@pytest.mark.parametrize("method", ["multitask", "famo", "meltr"])  # famo: its own optimiser and extra forward
 def test_sigkill_then_rerun_matches_an_uninterrupted_run(data, tmp_path, method):
     straight, killed = tmp_path / "straight", tmp_path / "killed"
     assert main(train_args(data, straight, method)) == 0

@@ -34,6 +34,7 @@ def test_bench_scaling_runs_the_videollm_family_on_captioning(tmp_path):
     for p in points.values():
         assert p["model_family"] == "videollm" and p["task"] == "captioning" and p["samples_per_s"] > 0
         assert p["visual_tokens"] == 8 and p["flops_per_step"] > 0
+        assert p["finetune_mfu"] == points["finetune"]["mfu"]  # beside every ratio: is it launch-bound?
     # finetune trains lm alone; multitask adds four losses, three of them on passes of their own
     assert points["multitask"]["flops_per_step"] > 2 * points["finetune"]["flops_per_step"]
 

@@ -204,9 +204,12 @@ def measure_size(size: str, batch_size: int, adapters: str, cfg: ScalingConfig, 
 
 def add_ratios(rows: list[dict]) -> list[dict]:
     """MELTR's throughput against each baseline of the same cell, round by round (bench/runner.ratio), and its
-    memory ratio. The baselines have no k."""
+    memory ratio; every point also records its cell's finetune MFU, which says whether the ratios describe
+    arithmetic or launch overhead. The baselines have no k."""
     ok = {r["method"]: r for r in rows if "samples_per_s" in r and r.get("k") is None}
     for r in rows:
+        if "finetune" in ok:
+            r["finetune_mfu"] = ok["finetune"].get("mfu")
         if "samples_per_s" not in r or r.get("k") is None:
             continue
         for b in BASELINES:

@@ -1,12 +1,14 @@
 """Loss combiners by name: the methods the pipeline compares."""
 from __future__ import annotations
 
+from ..config import MeltrConfig
 from ..errors import MeltrError
 from .base import Finetune, LossCombiner, Multitask
-from ..config import MeltrConfig
+from .learned import FAMO, UncertaintyWeighting
 from .meltr import MeltrCombiner
 
-REGISTRY: dict[str, type[LossCombiner]] = {c.name: c for c in (Finetune, Multitask, MeltrCombiner)}
+REGISTRY: dict[str, type[LossCombiner]] = {
+    c.name: c for c in (Finetune, Multitask, UncertaintyWeighting, FAMO, MeltrCombiner)}
 
 
 def build_combiner(method: str, loss_names: list[str], primary: str, meltr: dict | None = None) -> LossCombiner:

@@ -18,8 +18,9 @@ from ..io import read_json_object, read_jsonl
 from ..models.presets import PRESETS
 from .render import fmt, md_table, new_figure, rounded, save_png
 
-METHOD_ORDER = ("finetune", "multitask", "meltr")
-METHOD_LABEL = {"finetune": "fine-tune", "multitask": "multi-task", "meltr": "MELTR"}
+METHOD_ORDER = ("finetune", "multitask", "uncertainty", "famo", "meltr")
+METHOD_LABEL = {"finetune": "fine-tune", "multitask": "multi-task", "uncertainty": "uncertainty weighting",
+                "famo": "FAMO", "meltr": "MELTR"}
 GROUP = ["dataset", "task", "model"]
 
 COLUMNS = [

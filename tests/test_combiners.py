@@ -458,3 +458,42 @@ def test_meltr_state_round_trips_buffer_rng_and_meta_optimiser(model, batches):
     assert [b is x for b, x in zip(clone.buffer, comb.buffer)] == [True] * 3
     assert clone.rng.random() == comb.rng.random()
     assert clone.meta_opt.state_dict()["state"].keys() == comb.meta_opt.state_dict()["state"].keys()
+
+
+# ------------------------------------------------------------------------------------------ meta_batch_size
+class _SizeRecorder(torch.nn.Module):
+    """A linear model with three losses that records the batch size of every forward it runs."""
+
+    def __init__(self):
+        super().__init__()
+        self.w = torch.nn.Linear(4, 3)
+        self.seen: list[int] = []
+
+    def forward(self, batch, names):
+        self.seen.append(batch["x"].shape[0])
+        out = self.w(batch["x"])
+        per = ((out - batch["y"]) ** 2).mean(0)
+        return {n: per[i] for i, n in enumerate(names)}
+
+
+@pytest.mark.parametrize("meta_batches,estimator", [("current", "finite_difference"), ("current", "jvp"),
+                                                    ("replay", "finite_difference"), ("replay", "double_backward")])
+def test_meta_batch_size_uses_exactly_that_many_samples_in_the_meta_step(meta_batches, estimator):
+    """meltr.meta_batch_size 3 on batches of 8: every forward of the meta step sees 3 samples, the training step
+    still 8; without it the meta step sees the whole batch."""
+    from meltr.train.loop import run_step
+
+    for size, expected in ((3, 3), (None, 8)):
+        torch.manual_seed(0)
+        model = _SizeRecorder()
+        combiner = build_combiner("meltr", ["a", "b", "c"], "a", {"k": 1, "meta_batches": meta_batches,
+                                                                 "estimator": estimator, "meta_batch_size": size})
+        params = list(model.parameters())
+        opt = torch.optim.SGD(params, lr=0.1)
+        g = torch.Generator().manual_seed(1)
+        batch = {"x": torch.randn(8, 4, generator=g), "y": torch.randn(8, 3, generator=g)}
+        model.seen.clear()
+        r = run_step(model, combiner, opt, params, batch, 1, 0, torch.device("cpu"))
+        assert r.meta is not None and r.meta["meta_skipped"] is False
+        assert model.seen[0] == 8  # the training step's own forward
+        assert model.seen[1:] and set(model.seen[1:]) == {expected}, model.seen

@@ -75,7 +75,7 @@ class MeltrCombiner(LossCombiner):
         self._remember(batch)
         if step % self.cfg.k != 0:
             return None
-        batch_t, batch_v = self.rng.choice(self.buffer), self.rng.choice(self.buffer)
+        batch_t, batch_v = (self._sub_batch(self.rng.choice(self.buffer)) for _ in range(2))
         # Every forward of one meta step sees the same dropout masks, so the estimators agree.
         seed_t, seed_v = self.rng.randrange(2**31), self.rng.randrange(2**31)
         if is_fsdp(model):
@@ -131,9 +131,14 @@ class MeltrCombiner(LossCombiner):
         if not self.keeps_graph(step):
             return None
         names, params = trainable(model)
+        sub = self._sub_batch(batch)
+        if sub is not batch:  # a sub-batch: its own forward (the step's graph is of the whole batch)
+            with torch.enable_grad():
+                out = _call(model, names, params, sub, self.loss_names, seed)
+                losses = torch.stack([out[n] for n in self.loss_names])
         val = losses[0] + (self._regulariser(losses) if self.cfg.gamma else 0)
         v = grads_or_zeros(val, params)
-        task_losses = self.task_loss_fn(model, names, batch, seed)
+        task_losses = self.task_loss_fn(model, names, sub, seed)
         with self._kernel():
             # finite_difference perturbs W in place: no second copy of the parameters at the memory peak
             grads = hypergradient(self.net, task_losses, None, params, self.cfg.estimator, v=v,
@@ -144,6 +149,13 @@ class MeltrCombiner(LossCombiner):
         return self._update_net(grads)
 
     # ------------------------------------------------------------------ shared pieces
+    def _sub_batch(self, batch: dict) -> dict:
+        """The first meta_batch_size samples of a batch (every tensor is batch-first), or the batch itself."""
+        m = self.cfg.meta_batch_size
+        if m is None or m >= len(next(iter(batch.values()))):
+            return batch
+        return {key: value[:m] for key, value in batch.items()}
+
     def task_loss_fn(self, model, names, batch, seed):
         """L(W') on `batch` as a function of the parameters W' (named `names`), dropout seeded by `seed`."""
         def task_losses(ps):

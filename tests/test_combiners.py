@@ -88,7 +88,7 @@ def assert_same(a, b, ulps: int = 0):
 
 # ------------------------------------------------------------------------------------------ registry
 def test_registry_names():
-    assert set(REGISTRY) == {"finetune", "multitask", "meltr"}
+    assert set(REGISTRY) == {"finetune", "multitask", "uncertainty", "famo", "meltr"}
     for name, cls in REGISTRY.items():
         assert issubclass(cls, LossCombiner) and cls.name == name
 
@@ -143,6 +143,8 @@ def test_weights(method):
         assert torch.equal(w, torch.ones(1))
     elif method == "multitask":
         assert torch.equal(w, torch.ones(m))
+    elif method == "uncertainty":  # exp(-s) per loss, whatever the loss values: equal until s moves
+        assert torch.equal(w, torch.exp(-comb.log_var.detach()))
     else:
         x = losses.clone().requires_grad_(True)
         (ref,) = torch.autograd.grad(comb(x), x)

@@ -210,6 +210,10 @@ class MeltrConfig:
     # fraction, at the price of a noisier hypergradient. With `current` below the step's batch size it no
     # longer reuses the step's forward (~4F x fraction instead of ~3F).
     meta_batch_size: int | None = None
+    # replay: official (the official loop: meta steps at 1, 1 + k, ..., drawing from the batches before the
+    # step's, which joins the buffer after the meta step) | ours (meta steps at k, 2k, ..., the step's batch
+    # in the buffer before the draws)
+    replay_schedule: str = "official"
     seed: int = 0
 
     def __post_init__(self):
@@ -227,6 +231,8 @@ class MeltrConfig:
         if self.meta_batches == "current" and self.estimator not in ("finite_difference", "jvp"):
             raise MeltrError(f"meltr.meta_batches 'current' reuses the step's first-order graph: expected "
                              f"estimator finite_difference or jvp, got {self.estimator!r}")
+        if self.replay_schedule not in ("official", "ours"):
+            raise MeltrError(f"meltr.replay_schedule {self.replay_schedule!r}: expected 'official' or 'ours'")
         if self.buffer_eviction not in ("fifo", "random"):
             raise MeltrError(f"meltr.buffer_eviction {self.buffer_eviction!r}: expected 'fifo' or 'random'")
         if self.optimizer not in ("adam", "adamw"):

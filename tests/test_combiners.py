@@ -31,9 +31,10 @@ def tiny_net(monkeypatch):
 
 
 def make_combiner(method, names=ALL, primary="align", **meltr):
-    """MELTR on the official computation (double_backward on replayed batches) unless a test says otherwise."""
+    """MELTR on the official computation (double_backward on replayed batches) unless a test says otherwise,
+    stepped on the k, 2k, ... schedule (`replay_schedule: ours`; the official one has a test of its own)."""
     torch.manual_seed(0)  # the MELTR net's initialisation
-    official = {"estimator": "double_backward", "meta_batches": "replay"}
+    official = {"estimator": "double_backward", "meta_batches": "replay", "replay_schedule": "ours"}
     cfg = {"net": "test", **official, **meltr} if method == "meltr" else None
     return build_combiner(method, list(names), primary, cfg)
 
@@ -499,3 +500,46 @@ def test_meta_batch_size_uses_exactly_that_many_samples_in_the_meta_step(meta_ba
         assert r.meta is not None and r.meta["meta_skipped"] is False
         assert model.seen[0] == 8  # the training step's own forward
         assert model.seen[1:] and set(model.seen[1:]) == {expected}, model.seen
+
+
+# ------------------------------------------------------------------------------------------ the official schedule
+def test_official_replay_schedule_matches_the_official_loop():
+    """mlvlab/MELTR univl/main.py, by hand for k = 3 over seven steps (global_step counts from 0):
+
+        step (ours, from 1)   1    2   3   4        5   6   7
+        global_step           0    1   2   3        4   5   6
+        meta step             yes  -   -   yes      -   -   yes
+        draws from            {b1} -   -   {b1..b3} -   -   {b1..b6}   (at step 1 the empty buffer's
+                                                                        draws keep the current batch)
+        buffer after          b1   b2  b3  b4 ...                     (appended after the meta step)
+
+    `ours`: meta steps at 3 and 6, drawing from the buffer with the step's batch already in it."""
+    class Recorder(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.w = torch.nn.Linear(2, 3)
+            self.seen: list[int] = []
+
+        def forward(self, batch, names):
+            self.seen.append(int(batch["id"][0]))
+            per = self.w(batch["x"]).pow(2).mean(0)
+            return {n: per[i] for i, n in enumerate(names)}
+
+    batches = [{"id": torch.tensor([i]), "x": torch.full((2, 2), float(i))} for i in range(1, 8)]
+    for schedule, meta_steps, pools in (
+            ("official", [1, 4, 7], [{1}, {1, 2, 3}, {1, 2, 3, 4, 5, 6}]),
+            ("ours", [3, 6], [{1, 2, 3}, {1, 2, 3, 4, 5, 6}])):
+        model = Recorder()
+        comb = build_combiner("meltr", ["a", "b", "c"], "a", {"k": 3, "meta_batches": "replay",
+                                                             "estimator": "finite_difference",
+                                                             "replay_schedule": schedule})
+        got = []
+        for step, batch in enumerate(batches, start=1):
+            model.seen.clear()
+            if comb.meta_step(step, batch, model) is not None:
+                got.append((step, set(model.seen)))
+            assert comb.buffer[-1] is batch  # every step's batch is in the buffer once the step is done
+        assert [s for s, _ in got] == meta_steps, schedule
+        for (step, seen), pool in zip(got, pools):
+            assert seen and seen <= pool, (schedule, step, seen, pool)
+        assert got[0][1] == ({1} if schedule == "official" else got[0][1])  # step 1: only the current batch

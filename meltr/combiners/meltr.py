@@ -70,12 +70,26 @@ class MeltrCombiner(LossCombiner):
 
     # ------------------------------------------------------------------ official: replayed batches
     def meta_step(self, step: int, batch: dict, model: nn.Module) -> dict | None:
+        """After the backbone's step. `replay_schedule: official` is the official loop (mlvlab/MELTR
+        univl/main.py, All-in-one alike): a meta step at steps 1, 1 + k, 1 + 2k, ... (its `global_step % k == 0`
+        counting from 0), drawing from the batches before this one, and at the first meta step, with the buffer
+        still empty, both draws are this batch; the batch joins the buffer after the meta step. `ours`: meta
+        steps at k, 2k, ..., the batch joining the buffer before the draws."""
         if self.cfg.meta_batches != "replay":
             return None
-        self._remember(batch)
-        if step % self.cfg.k != 0:
-            return None
-        batch_t, batch_v = (self._sub_batch(self.rng.choice(self.buffer)) for _ in range(2))
+        official = self.cfg.replay_schedule == "official"
+        if not official:
+            self._remember(batch)
+        stats = None
+        if (step - 1 if official else step) % self.cfg.k == 0:
+            pool = self.buffer or [batch]  # official, first meta step: the empty buffer's draws keep this batch
+            batch_t, batch_v = (self._sub_batch(self.rng.choice(pool)) for _ in range(2))
+            stats = self._replayed_step(model, batch_t, batch_v)
+        if official:
+            self._remember(batch)
+        return stats
+
+    def _replayed_step(self, model: nn.Module, batch_t: dict, batch_v: dict) -> dict:
         # Every forward of one meta step sees the same dropout masks, so the estimators agree.
         seed_t, seed_v = self.rng.randrange(2**31), self.rng.randrange(2**31)
         if is_fsdp(model):

@@ -178,7 +178,7 @@ class TrainConfig:
             raise MeltrError(f"train.precision {self.precision!r}: expected one of {', '.join(PRECISIONS)}")
         if self.adapters not in ADAPTERS:
             raise MeltrError(f"train.adapters {self.adapters!r}: expected one of {', '.join(ADAPTERS)}")
-        k = self.meltr.get("k", MeltrConfig.k)
+        k = MeltrConfig(**self.meltr).k if self.method == "meltr" else None
         if self.method == "meltr" and isinstance(k, int) and k > self.steps:
             raise MeltrError(f"meltr.k {k} with train.steps {self.steps}: MELTR would never take a meta step; "
                              f"expected k <= steps")
@@ -186,22 +186,24 @@ class TrainConfig:
 
 @dataclass
 class MeltrConfig:
-    k: int = 3                      # meta step every k backbone steps
+    # None: the official value of the backbone `net` names (NET_SETTINGS; UniVL's in the comments)
+    k: int | None = None            # meta step every k backbone steps (3)
     buffer_size: int = 10           # replay buffer of recent training batches
-    buffer_eviction: str = "fifo"   # fifo (UniVL) | random (Violet, All-in-one: a random slot, newer ones likelier)
-    optimizer: str = "adam"         # meta optimiser: adam (UniVL, All-in-one) | adamw (Violet)
-    lr: float = 1e-3                # UniVL's lr_vnet
-    beta1: float = 0.9
-    beta2: float = 0.999            # Violet and All-in-one: 0.98
-    weight_decay: float = 3e-5
-    clip: float = 50.0              # max norm of phi's gradient
-    gamma: float = 0.0              # regulariser weight (UniVL: off by default; Violet/All-in-one: 0.1)
+    buffer_eviction: str | None = None  # fifo (UniVL) | random (Violet, All-in-one: a random slot, newer likelier)
+    optimizer: str | None = None    # meta optimiser: adam (UniVL, All-in-one) | adamw (Violet)
+    lr: float | None = None         # UniVL's lr_vnet (1e-3)
+    beta1: float | None = None      # (0.9)
+    beta2: float | None = None      # (0.999; Violet and All-in-one: 0.98)
+    weight_decay: float | None = None  # (3e-5)
+    clip: float | None = None       # max norm of phi's gradient (50)
+    gamma: float | None = None      # regulariser weight (UniVL: 0, off; Violet/All-in-one: 0.1)
+    init_std: float | None = None   # MELTR's weights from N(0, init_std) (All-in-one: 0.02); 0: PyTorch's init
     reg_direct: bool = False        # add the regulariser's direct d/dphi term (the official code drops it)
     # Default: the fastest estimator within its tolerance (finite_difference on the step's own batch, rel. err
     # ~1e-3 vs the official double_backward). The official computation: double_backward on replayed batches.
     estimator: str = "finite_difference"  # double_backward (official) | neumann | jvp | finite_difference
     net: str = "univl"              # size preset of the Meta Loss Transformer
-    dropout: float = 0.0            # UniVL runs MELTR in eval mode
+    dropout: float | None = None    # (0: UniVL runs MELTR in eval mode; Violet 0.1)
     neumann_terms: int = NEUMANN_TERMS
     neumann_alpha: float = NEUMANN_ALPHA
     fd_eps: float = FD_EPS          # finite-difference radius, relative to |v|
@@ -217,11 +219,18 @@ class MeltrConfig:
     seed: int = 0
 
     def __post_init__(self):
+        if self.net not in NET_PRESETS:
+            raise MeltrError(f"meltr.net {self.net!r}: expected one of {sorted(NET_PRESETS)}")
+        # what the net's backbone uses, unless set (a net preset without settings of its own takes UniVL's)
+        for key, value in NET_SETTINGS.get(self.net, NET_SETTINGS["univl"]).items():
+            if getattr(self, key) is None:
+                setattr(self, key, value)
         below_one = Range(0, 1, hi_open=True)
         check_ranges("meltr", self, {
             "k": COUNT, "buffer_size": COUNT, "lr": POSITIVE, "beta1": below_one, "beta2": below_one,
             "weight_decay": NON_NEGATIVE, "clip": POSITIVE, "gamma": NON_NEGATIVE, "dropout": below_one,
             "neumann_terms": COUNT0, "neumann_alpha": POSITIVE, "fd_eps": POSITIVE, "seed": COUNT0,
+            "init_std": NON_NEGATIVE,
             # two samples at least: the contrastive losses need a negative
             "meta_batch_size": Range(2, integer=True, none_ok=True)})
         if self.estimator not in ESTIMATORS:
@@ -237,8 +246,22 @@ class MeltrConfig:
             raise MeltrError(f"meltr.buffer_eviction {self.buffer_eviction!r}: expected 'fifo' or 'random'")
         if self.optimizer not in ("adam", "adamw"):
             raise MeltrError(f"meltr.optimizer {self.optimizer!r}: expected 'adam' or 'adamw'")
-        if self.net not in NET_PRESETS:
-            raise MeltrError(f"meltr.net {self.net!r}: expected one of {sorted(NET_PRESETS)}")
+
+
+# The official per-backbone MELTR settings (mlvlab/MELTR; ../shared/docs/meltr-official.md), which `meltr.net`
+# brings unless a key is set: UniVL's are the defaults; Violet's retrieval and QA settings differ in the meta
+# learning rate and weight decay; All-in-one meta-steps every 5 steps and draws MELTR's weights from N(0, 0.02).
+NET_SETTINGS = {
+    "univl": {"optimizer": "adam", "lr": 1e-3, "beta1": 0.9, "beta2": 0.999, "weight_decay": 3e-5, "clip": 50.0,
+              "gamma": 0.0, "dropout": 0.0, "k": 3, "buffer_eviction": "fifo", "init_std": 0.0},
+    "violet_retrieval": {"optimizer": "adamw", "lr": 3e-6, "beta1": 0.9, "beta2": 0.98, "weight_decay": 1e-3,
+                         "clip": 12.0, "gamma": 0.1, "dropout": 0.1, "k": 3, "buffer_eviction": "random",
+                         "init_std": 0.0},
+    "violet_qa": {"optimizer": "adamw", "lr": 1e-4, "beta1": 0.9, "beta2": 0.98, "weight_decay": 1e-4, "clip": 12.0,
+                  "gamma": 0.1, "dropout": 0.1, "k": 3, "buffer_eviction": "random", "init_std": 0.0},
+    "allinone": {"optimizer": "adam", "lr": 1e-4, "beta1": 0.9, "beta2": 0.98, "weight_decay": 3e-5, "clip": 1.0,
+                 "gamma": 0.1, "dropout": 0.0, "k": 5, "buffer_eviction": "random", "init_std": 0.02},
+}
 
 
 # ----------------------------------------------------------------- benchmark methods

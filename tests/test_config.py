@@ -7,6 +7,7 @@ import re
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 import meltr.combiners
@@ -51,8 +52,9 @@ def section_comments(text: str, section: str) -> dict[str, str]:
 
 
 def field_defaults(cls) -> dict:
-    instance = cls()
-    return {f.name: getattr(instance, f.name) for f in dataclasses.fields(cls)}
+    """The declared defaults (None where a section resolves a key later, as meltr.net's settings)."""
+    return {f.name: f.default if f.default is not dataclasses.MISSING else f.default_factory()
+            for f in dataclasses.fields(cls)}
 
 
 def test_section_comments_reads_each_keys_own_comment():
@@ -110,3 +112,27 @@ def test_hypergradient_keyword_defaults_are_meltr_configs():
 
 def test_every_method_has_a_combiner():
     assert set(meltr.combiners.REGISTRY) == set(meltr.config.METHODS)
+
+
+def test_meltr_net_brings_its_backbones_official_settings_unless_a_key_overrides_them():
+    from meltr.combiners import build_combiner
+    from meltr.config import NET_SETTINGS
+    from meltr.meta.net import NET_PRESETS
+
+    univl = MeltrConfig()
+    assert (univl.optimizer, univl.lr, univl.beta2, univl.weight_decay, univl.clip, univl.gamma, univl.k) == \
+        ("adam", 1e-3, 0.999, 3e-5, 50.0, 0.0, 3)
+    violet = MeltrConfig(net="violet_retrieval")
+    assert (violet.optimizer, violet.lr, violet.beta2, violet.weight_decay, violet.clip, violet.gamma,
+            violet.dropout, violet.buffer_eviction) == ("adamw", 3e-6, 0.98, 1e-3, 12.0, 0.1, 0.1, "random")
+    assert (MeltrConfig(net="violet_qa").lr, MeltrConfig(net="violet_qa").weight_decay) == (1e-4, 1e-4)
+    allinone = MeltrConfig(net="allinone")
+    assert (allinone.optimizer, allinone.lr, allinone.clip, allinone.k, allinone.init_std) == ("adam", 1e-4, 1.0, 5, 0.02)
+    assert MeltrConfig(net="allinone", k=3, lr=5e-4).k == 3 and MeltrConfig(net="allinone", lr=5e-4).lr == 5e-4
+    assert set(NET_SETTINGS) == set(NET_PRESETS)
+    # the combiner takes them: AdamW with Violet's betas, All-in-one's N(0, 0.02) weights
+    comb = build_combiner("meltr", ["a", "b"], "a", {"net": "violet_qa"})
+    assert isinstance(comb.meta_opt, torch.optim.AdamW) and comb.meta_opt.defaults["betas"] == (0.9, 0.98)
+    torch.manual_seed(0)
+    std = build_combiner("meltr", ["a", "b"], "a", {"net": "allinone"}).net.scale_emb[0].weight.std().item()
+    assert 0.01 < std < 0.03  # PyTorch's default init of Linear(1, 128) would be ~0.58

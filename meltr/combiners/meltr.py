@@ -39,7 +39,7 @@ class MeltrCombiner(LossCombiner):
         super().__init__(loss_names, primary)
         self.cfg = cfg = cfg or MeltrConfig()
         p = NET_PRESETS[cfg.net]
-        self.net = MetaLossTransformer(len(self.loss_names), p.f_dim, p.h1, p.h2, p.heads, cfg.dropout)
+        self.net = MetaLossTransformer(len(self.loss_names), p.f_dim, p.h1, p.h2, p.heads, cfg.dropout, cfg.init_std)
         opt = torch.optim.Adam if cfg.optimizer == "adam" else torch.optim.AdamW
         self.meta_opt = opt(self.net.parameters(), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2),
                             weight_decay=cfg.weight_decay)

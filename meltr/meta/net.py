@@ -32,7 +32,7 @@ NET_PRESETS = {
 
 class MetaLossTransformer(nn.Module):
     def __init__(self, num_losses: int, f_dim: int = 512, h1: int = 128, h2: int = 256, heads: int = 8,
-                 dropout: float = 0.0):
+                 dropout: float = 0.0, init_std: float = 0.0):
         super().__init__()
         self.num_losses = num_losses
         self.task_embedding = nn.Embedding(num_losses, h2)
@@ -40,6 +40,12 @@ class MetaLossTransformer(nn.Module):
         # UniVL runs MELTR in eval mode (no dropout); dropout is kept as a setting for Violet's behaviour.
         self.encoder = nn.TransformerEncoderLayer(h2, heads, f_dim, dropout=dropout, batch_first=True)
         self.out = nn.Linear(h2, 1, bias=False)
+        if init_std > 0:  # All-in-one: every Linear and Embedding weight from N(0, init_std), biases zero
+            for m in self.modules():
+                if isinstance(m, (nn.Linear, nn.Embedding)):
+                    nn.init.normal_(m.weight, 0.0, init_std)
+                    if getattr(m, "bias", None) is not None:
+                        nn.init.zeros_(m.bias)
 
     def forward(self, losses: torch.Tensor) -> torch.Tensor:
         """losses: (M,) vector of the current loss values, NOT detached. Returns the unified scalar loss."""

@@ -223,7 +223,9 @@ def train(train_manifest: str, features_dir: str, out_dir: str, cfg: TrainConfig
                       family=data.family, params=count_parameters(model), params_m=count_parameters(model) / 1e6,
                       trainable_params=trainable_count(model), adapters=cfg.adapters,
                       combiner_params=count_parameters(combiner), resumed=bool(state["resumed_from"]),
-                      resumed_from=state["resumed_from"])
+                      resumed_from=state["resumed_from"],
+                      # MELTR's settings as resolved (meltr.net's official values where params.yaml says null)
+                      meltr_settings=asdict(combiner.cfg) if hasattr(combiner, "cfg") else None)
     _write_outputs(out, cfg, data, weights, combiner, state["log"], throughput)
     ckpt_path.unlink(missing_ok=True)  # the finished outputs hold everything; nothing left to resume
     return throughput

@@ -1,4 +1,4 @@
-"""`meltr synth` -> `meltr data check` -> `meltr prepare` for all four datasets, through the CLI.
+"""`meltr synth` -> `meltr data check` -> `meltr prepare` for every dataset, through the CLI.
 
 The check must count exactly what the synthetic writers say they wrote; broken annotations and media give
 one-line errors (exit code 2) and leave no partial output.
@@ -19,6 +19,7 @@ SYNTH_ARGS = {
     "youcook2": ["--n-train-videos", "4", "--n-val-videos", "2", "--segments-per-video", "2", "--size", "32"],
     "tgifqa": ["--n-train", "6", "--n-test", "4", "--size", "32"],
     "tvqa": ["--n-train", "6", "--n-val", "4", "--n-test", "2", "--size", "32"],
+    "msvdqa": ["--n-train", "6", "--n-val", "4", "--n-test", "4", "--size", "32"],
 }
 
 

@@ -32,6 +32,7 @@ DATASETS: dict[str, DatasetSpec] = {
                                                     "frameqa": "open_ended", "count": "count"}, "test"),
     # TVQA's test_public has no answers: the papers report val.
     "tvqa": DatasetSpec("meltr.data.tvqa", "load_tvqa", {"qa": "multiple_choice"}, "val"),
+    "msvdqa": DatasetSpec("meltr.data.msvdqa", "load_msvdqa", {"qa": "open_ended"}, "test"),
 }
 
 

@@ -157,6 +157,26 @@ def write_mp4(path: Path, frames: np.ndarray, fps: int) -> None:
                 container.mux(packet)
 
 
+def write_avi(path: Path, frames: np.ndarray, fps: int) -> None:
+    """MPEG-4 Part 2 in AVI (what MSVD's YouTubeClips hold) via PyAV, written to a temp name then renamed.
+    Single-threaded at a fixed quantiser, so the same frames give the same bytes everywhere."""
+    import av
+
+    with atomic_path(path) as tmp:
+        with av.open(str(tmp), mode="w", format="avi") as container:
+            stream = container.add_stream("mpeg4", rate=fps)
+            stream.width, stream.height = frames.shape[2], frames.shape[1]
+            stream.pix_fmt = "yuv420p"
+            stream.codec_context.options = {"qscale": "2", "threads": "1", "g": str(fps)}
+            for i, f in enumerate(frames):
+                frame = av.VideoFrame.from_ndarray(f, format="rgb24")
+                frame.pts = i
+                for packet in stream.encode(frame):
+                    container.mux(packet)
+            for packet in stream.encode():
+                container.mux(packet)
+
+
 def csv_text(rows: list[tuple]) -> str:
     buf = io.StringIO()
     csv.writer(buf, lineterminator="\n").writerows(rows)

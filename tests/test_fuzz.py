@@ -29,7 +29,9 @@ from hypothesis import strategies as st  # noqa: E402
 
 from meltr.data import registry  # noqa: E402
 from meltr.data.records import read_records  # noqa: E402
+from meltr.data.msvdqa import MAPPING as MSVD_MAPPING, SPLITS as MSVD_SPLITS, qa_file  # noqa: E402
 from meltr.data.synth.msrvtt import synth_msrvtt  # noqa: E402
+from meltr.data.synth.msvdqa import synth_msvdqa  # noqa: E402
 from meltr.data.synth.tgifqa import synth_tgifqa  # noqa: E402
 from meltr.data.synth.tvqa import synth_tvqa  # noqa: E402
 from meltr.data.synth.youcook2 import synth_youcook2  # noqa: E402
@@ -44,10 +46,12 @@ SYNTH = {  # the small sizes of tests/test_data_registry.py SYNTH_ARGS
     "youcook2": (synth_youcook2, dict(n_train_videos=4, n_val_videos=2, segments_per_video=2, size=32)),
     "tgifqa": (synth_tgifqa, dict(n_train=6, n_test=4, size=32)),
     "tvqa": (synth_tvqa, dict(n_train=6, n_val=4, n_test=2, size=32)),
+    "msvdqa": (synth_msvdqa, dict(n_train=6, n_val=4, n_test=4, size=32)),
 }
 
 # Per target: examples per test. Sized so that the whole module runs in well under 60 s on a 2-core machine.
-EXAMPLES = {"msrvtt": 400, "youcook2": 400, "tgifqa": 400, "tvqa": 400, "manifest": 400, "features": 200}
+EXAMPLES = {"msrvtt": 400, "youcook2": 400, "tgifqa": 400, "tvqa": 400, "msvdqa": 300, "manifest": 400,
+            "features": 200}
 SCALE = float(os.environ.get("MELTR_FUZZ_SCALE", "1"))  # e.g. 20 for a deeper (slower) local hunt
 RANDOM = os.environ.get("MELTR_FUZZ_RANDOM") == "1"      # fresh random inputs instead of the fixed CI ones
 
@@ -89,6 +93,8 @@ def annotation_files(name: str, root: Path) -> list[str]:
         return (sorted(str(p.relative_to(root)) for p in (root / "tvqa_qa_release").glob("*.jsonl"))
                 + sorted(str(p.relative_to(root)) for p in (root / "tvqa_subtitles").glob("*.srt"))
                 + [PREPROCESSED_SUBTITLES])
+    if name == "msvdqa":
+        return [qa_file(s) for s in MSVD_SPLITS] + [MSVD_MAPPING]
     raise AssertionError(name)
 
 
@@ -110,6 +116,8 @@ def loader_calls(name: str, rel: str, root: Path) -> list:
         if rel == PREPROCESSED_SUBTITLES:
             return [load("qa", subtitle_file=PREPROCESSED_SUBTITLES)]
         return [load("qa"), load("qa", subtitle_file=PREPROCESSED_SUBTITLES)]
+    if name == "msvdqa":
+        return [load("qa")]
     raise AssertionError(name)
 
 
@@ -496,6 +504,12 @@ def test_fuzz_tgifqa(synth, work, data):
 @given(data=st.data())
 def test_fuzz_tvqa(synth, work, data):
     fuzz_dataset("tvqa", synth, work, data)
+
+
+@fuzz_settings("msvdqa")
+@given(data=st.data())
+def test_fuzz_msvdqa(synth, work, data):
+    fuzz_dataset("msvdqa", synth, work, data)
 
 
 # ------------------------------------------------------------------------------------------------ prepared manifests

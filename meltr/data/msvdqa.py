@@ -59,9 +59,10 @@ def read_mapping(path: str) -> dict[int, str]:
         parts = line.split()
         if not parts:
             continue
-        if len(parts) != 2 or not parts[1].startswith("vid") or not parts[1][3:].isdigit():
+        digits = parts[1][3:] if len(parts) == 2 and parts[1].startswith("vid") else ""
+        if not (digits.isascii() and digits.isdigit() and len(digits) <= 18):
             raise MeltrError(f"{path}:{line_no}: expected '<youtube name> vid<N>', got {line.strip()[:80]!r}")
-        n = int(parts[1][3:])
+        n = int(digits)
         if n in names:
             raise MeltrError(f"{path}:{line_no}: vid{n} mapped twice ({names[n]!r} and {parts[0]!r}); expected "
                              "one YouTube name per clip")
@@ -79,6 +80,11 @@ def read_questions(path: str, names: dict[int, str]) -> list[dict]:
     except json.JSONDecodeError as exc:
         raise MeltrError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno}); expected a list of "
                          "question records") from None
+    except ValueError as exc:  # an integer past Python's 4300-digit limit
+        raise MeltrError(f"{path}: not valid JSON ({str(exc).split(';')[0]}); expected a list of question "
+                         "records") from None
+    except RecursionError:
+        raise MeltrError(f"{path}: not valid JSON (nested too deeply); expected a list of question records") from None
     if not isinstance(data, list):
         raise MeltrError(f"{path}: expected a JSON list of question records, got {type(data).__name__}")
     for i, q in enumerate(data):

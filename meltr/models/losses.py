@@ -26,7 +26,6 @@ VLLM_TASK_LOSSES = {
     "multiple_choice": ("mc", "prompt_lm", "vtc", "vtm", "mvm"),
     "count": ("count", "prompt_lm", "vtc", "vtm", "mvm"),
 }
-MODEL_FAMILIES = ("univl", "videollm")
 
 
 def primary_loss(family: str, model_family: str = "univl") -> str:

@@ -99,17 +99,20 @@ class VideoLLM(StandardisedFeatures, nn.Module):
     def visual_tokens(self, video: torch.Tensor, video_mask: torch.Tensor, masked: torch.Tensor | None = None):
         """(B, T', hidden) visual tokens and their mask; `masked` (B, T) frames are replaced by the mask token."""
         x, m = self.standardise(video), video_mask
-        s = self.preset.visual_pool
-        if s > 1:  # average s consecutive tokens (a frame's tokens, or neighbouring frames)
-            b, t, d = x.shape
-            t = t // s * s
-            x = x[:, :t].reshape(b, t // s, s, d).mean(2)
-            m = m[:, :t].reshape(b, t // s, s).amax(2)
-            masked = None if masked is None else masked[:, :t].reshape(b, t // s, s).any(2)
+        if self.preset.visual_pool > 1:  # average s consecutive tokens (a frame's tokens, or neighbouring frames)
+            x, m = self._pooled(x).mean(2), self._pooled(m).amax(2)
+            masked = None if masked is None else self._pooled(masked).any(2)
         tokens = self.projector(x)
         if masked is not None:
             tokens = torch.where(masked.unsqueeze(-1), self.visual_mask.to(tokens.dtype), tokens)
         return tokens, m
+
+    def _pooled(self, x: torch.Tensor) -> torch.Tensor:
+        """x (B, T, ...) as (B, T // s, s, ...) for s = visual_pool: the groups of consecutive tokens pooled into
+        one (a remainder of fewer than s tokens is dropped)."""
+        s = self.preset.visual_pool
+        b, t = x.shape[:2]
+        return x[:, :t // s * s].reshape(b, t // s, s, *x.shape[2:])
 
     def words(self, ids: torch.Tensor) -> torch.Tensor:
         return self.lm.embed_tokens(ids)
@@ -178,7 +181,7 @@ class VideoLLM(StandardisedFeatures, nn.Module):
             if "m_lm" in want:
                 out["m_lm"] = self._lm_loss(h[:, n_vis:], ids, tm.bool())
         if "vtc" in want:
-            t, v = self.pooled(ids, tm, vis)
+            t, v = self.text_embedding(ids, tm), self.video_embedding(vis)
             scores = self.logit_scale.clamp(max=math.log(100.0)).exp() * (t @ v.t())
             target = torch.arange(scores.shape[0], device=scores.device)
             out["vtc"] = (F.cross_entropy(scores, target) + F.cross_entropy(scores.t(), target)) / 2
@@ -190,15 +193,12 @@ class VideoLLM(StandardisedFeatures, nn.Module):
         out = {}
         n_vis = vis[0].shape[1]
         if "opt_ids" in batch:  # multiple choice: [video ; [CLS] question [SEP] option [SEP]] per option
-            ids, mask, kind = batch["opt_ids"], batch["opt_mask"], batch["opt_type"]
-            b, o, n = ids.shape
-            flat = ids.reshape(b * o, n), mask.reshape(b * o, n).bool(), kind.reshape(b * o, n).bool()
-            rep = vis[0].repeat_interleave(o, 0), vis[1].repeat_interleave(o, 0)
-            h = self.run([rep, (self.words(flat[0]), flat[1])])[:, n_vis:]
+            b, o = batch["opt_ids"].shape[:2]
+            h, flat = self._option_pass(vis, batch["opt_ids"], batch["opt_mask"], batch["opt_type"])
             if "mc" in want:
                 out["mc"] = F.cross_entropy(self._option_scores(h, *flat).view(b, o), batch["answer"])
             if "prompt_lm" in want:  # the question tokens of each record's correct option's sequence
-                right = torch.arange(b, device=ids.device) * o + batch["answer"]
+                right = torch.arange(b, device=h.device) * o + batch["answer"]
                 out["prompt_lm"] = self._lm_loss(h[right], flat[0][right], flat[1][right] & ~flat[2][right])
             return out
         if "ans_ids" in batch:  # open-ended: [video ; [CLS] question [SEP] answer [SEP]]
@@ -210,11 +210,23 @@ class VideoLLM(StandardisedFeatures, nn.Module):
         if "answer_lm" in want:
             out["answer_lm"] = self._lm_loss(h[:, n_vis:], ids, mask & kind)
         if "count" in want:
-            pred = _upcast(self.count_head(self._last(h, torch.cat([vis[1], mask], 1))).squeeze(-1))
+            pred = _upcast(self._count(h, vis[1], mask))
             out["count"] = F.mse_loss(pred, batch["target"].to(pred.dtype))
         if "prompt_lm" in want:
             out["prompt_lm"] = self._lm_loss(h[:, n_vis:], ids, mask & ~kind)
         return out
+
+    def _option_pass(self, vis, ids, mask, kind):
+        """The text states of [video ; [CLS] question [SEP] option [SEP]] for every option (B x O sequences), with
+        the flattened (ids, mask, kind) they were read from."""
+        b, o, n = ids.shape
+        flat = ids.reshape(b * o, n), mask.reshape(b * o, n).bool(), kind.reshape(b * o, n).bool()
+        rep = vis[0].repeat_interleave(o, 0), vis[1].repeat_interleave(o, 0)
+        return self.run([rep, (self.words(flat[0]), flat[1])])[:, vis[0].shape[1]:], flat
+
+    def _count(self, h, vis_mask, mask) -> torch.Tensor:
+        """The count head on the last real token of [video ; question] (h: that pass's states)."""
+        return self.count_head(self._last(h, torch.cat([vis_mask, mask], 1))).squeeze(-1)
 
     def _option_scores(self, h, ids, mask, kind) -> torch.Tensor:
         """Mean log-likelihood of each sequence's option tokens (type 1), given everything before them."""
@@ -222,11 +234,13 @@ class VideoLLM(StandardisedFeatures, nn.Module):
         nll = self._next_token_nll(h, ids, picked)
         return -nll.sum(1) / picked[:, 1:].sum(1).clamp(min=1)
 
-    def pooled(self, ids, mask, vis) -> tuple[torch.Tensor, torch.Tensor]:
-        """L2-normalised pooled states of a text-only and a video-only pass (mean over real tokens)."""
-        t = self._mean(self.run([(self.words(ids), mask)]), mask)
-        v = self._mean(self.run([vis]), vis[1])
-        return F.normalize(self.vtc_text(t), dim=-1), F.normalize(self.vtc_video(v), dim=-1)
+    def text_embedding(self, ids, mask) -> torch.Tensor:
+        """L2-normalised pooled state of a text-only pass (mean over real tokens): what `vtc` aligns."""
+        return F.normalize(self.vtc_text(self._mean(self.run([(self.words(ids), mask)]), mask)), dim=-1)
+
+    def video_embedding(self, vis) -> torch.Tensor:
+        """L2-normalised pooled state of a video-only pass over the visual tokens `vis` (tokens, mask)."""
+        return F.normalize(self.vtc_video(self._mean(self.run([vis]), vis[1])), dim=-1)
 
     def _vtm_loss(self, pos_state: torch.Tensor, vis, text) -> torch.Tensor:
         b = pos_state.shape[0]
@@ -240,13 +254,10 @@ class VideoLLM(StandardisedFeatures, nn.Module):
         return F.binary_cross_entropy_with_logits(logits, labels)
 
     def _mvm_loss(self, h_vis: torch.Tensor, batch: dict, masked: torch.Tensor) -> torch.Tensor:
-        s = self.preset.visual_pool
-        if s > 1:
-            b, t = masked.shape
-            masked = masked[:, :t // s * s].reshape(b, t // s, s).any(2)
-            target = self.standardise(batch["video"][:, :t // s * s]).reshape(b, t // s, s, -1).mean(2)[masked]
-        else:
-            target = self.standardise(batch["video"])[masked]
+        target = self.standardise(batch["video"])
+        if self.preset.visual_pool > 1:  # the pooled tokens' masks and targets, as visual_tokens pools them
+            masked, target = self._pooled(masked).any(2), self._pooled(target).mean(2)
+        target = target[masked]
         if not masked.any():
             return h_vis.sum() * 0
         pred = self.mvm_head(h_vis[masked])
@@ -258,14 +269,10 @@ class VideoLLM(StandardisedFeatures, nn.Module):
     @torch.no_grad()
     def retrieval_scores(self, text_ids, text_mask, video, video_mask, chunk: int = 64) -> torch.Tensor:
         """Cosine similarity (n_text, n_video) of the pooled text-only and video-only passes."""
-        ts, vs = [], []
-        for i in range(0, text_ids.shape[0], chunk):
-            ts.append(F.normalize(self.vtc_text(self._mean(self.run([(self.words(text_ids[i:i + chunk]),
-                                                                      text_mask[i:i + chunk])]),
-                                                          text_mask[i:i + chunk])), dim=-1))
-        for i in range(0, video.shape[0], chunk):
-            vis = self.visual_tokens(video[i:i + chunk], video_mask[i:i + chunk])
-            vs.append(F.normalize(self.vtc_video(self._mean(self.run([vis]), vis[1])), dim=-1))
+        ts = [self.text_embedding(text_ids[i:i + chunk], text_mask[i:i + chunk])
+              for i in range(0, text_ids.shape[0], chunk)]
+        vs = [self.video_embedding(self.visual_tokens(video[i:i + chunk], video_mask[i:i + chunk]))
+              for i in range(0, video.shape[0], chunk)]
         return torch.cat(ts) @ torch.cat(vs).t()
 
     @torch.no_grad()
@@ -319,12 +326,9 @@ class VideoLLM(StandardisedFeatures, nn.Module):
     @torch.no_grad()
     def option_scores(self, task: dict, video, video_mask) -> torch.Tensor:
         """(B, O) mean log-likelihood of each option after [video ; question] (what `mc` trains)."""
-        vis = self.visual_tokens(video, video_mask)
-        ids, mask, kind = task["opt_ids"], task["opt_mask"].bool(), task["opt_type"].bool()
-        b, o, n = ids.shape
-        flat = ids.reshape(b * o, n), mask.reshape(b * o, n), kind.reshape(b * o, n)
-        h = self.run([(vis[0].repeat_interleave(o, 0), vis[1].repeat_interleave(o, 0)),
-                      (self.words(flat[0]), flat[1])])[:, vis[0].shape[1]:]
+        b, o = task["opt_ids"].shape[:2]
+        h, flat = self._option_pass(self.visual_tokens(video, video_mask), task["opt_ids"], task["opt_mask"],
+                                    task["opt_type"])
         return self._option_scores(h, *flat).view(b, o)
 
     @torch.no_grad()
@@ -339,8 +343,7 @@ class VideoLLM(StandardisedFeatures, nn.Module):
     def count_predictions(self, task: dict, video, video_mask) -> torch.Tensor:
         vis = self.visual_tokens(video, video_mask)
         mask = task["q_mask"].bool()
-        h = self.run([vis, (self.words(task["q_ids"]), mask)])
-        return self.count_head(self._last(h, torch.cat([vis[1], mask], 1))).squeeze(-1)
+        return self._count(self.run([vis, (self.words(task["q_ids"]), mask)]), vis[1], mask)
 
 
 def _upcast(x: torch.Tensor) -> torch.Tensor:

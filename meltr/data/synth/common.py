@@ -136,41 +136,32 @@ def shape_mask(shape: str, dx: np.ndarray, dy: np.ndarray, h: float) -> np.ndarr
 
 def write_mp4(path: Path, frames: np.ndarray, fps: int) -> None:
     """H.264 yuv420p mp4 via PyAV, written to a temp name then renamed."""
-    import av
-
-    with atomic_path(path) as tmp:
-        with av.open(str(tmp), mode="w", format="mp4") as container:
-            stream = container.add_stream("libx264", rate=fps)
-            stream.width, stream.height = frames.shape[2], frames.shape[1]
-            stream.pix_fmt = "yuv420p"
-            # Lossless (qp 0): x264's lossy decisions differ with the environment (the same frames encoded
-            # under OMP_NUM_THREADS=1 and unset decode to pixels up to 10 levels apart), so a lossy file would
-            # make clean runs on two machines disagree. Lossless, every run decodes the same pixels; it also
-            # keeps the colours exact. Keyframes often, so truncated files and seeking readers behave.
-            stream.codec_context.options = {"qp": "0", "preset": "veryfast", "threads": "1", "g": str(fps)}
-            for i, f in enumerate(frames):
-                frame = av.VideoFrame.from_ndarray(f, format="rgb24")
-                frame.pts = i  # explicit timestamps: x264's rate control reads them
-                for packet in stream.encode(frame):
-                    container.mux(packet)
-            for packet in stream.encode():
-                container.mux(packet)
+    # Lossless (qp 0): x264's lossy decisions differ with the environment (the same frames encoded under
+    # OMP_NUM_THREADS=1 and unset decode to pixels up to 10 levels apart), so a lossy file would make clean runs
+    # on two machines disagree. Lossless, every run decodes the same pixels; it also keeps the colours exact.
+    # Keyframes often, so truncated files and seeking readers behave.
+    _encode(path, frames, fps, "mp4", "libx264", {"qp": "0", "preset": "veryfast", "threads": "1", "g": str(fps)})
 
 
 def write_avi(path: Path, frames: np.ndarray, fps: int) -> None:
     """MPEG-4 Part 2 in AVI (what MSVD's YouTubeClips hold) via PyAV, written to a temp name then renamed.
     Single-threaded at a fixed quantiser, so the same frames give the same bytes everywhere."""
+    _encode(path, frames, fps, "avi", "mpeg4", {"qscale": "2", "threads": "1", "g": str(fps)})
+
+
+def _encode(path: Path, frames: np.ndarray, fps: int, container_format: str, codec: str, options: dict) -> None:
+    """(T, H, W, 3) uint8 RGB frames as a yuv420p video, frame i at pts i."""
     import av
 
     with atomic_path(path) as tmp:
-        with av.open(str(tmp), mode="w", format="avi") as container:
-            stream = container.add_stream("mpeg4", rate=fps)
+        with av.open(str(tmp), mode="w", format=container_format) as container:
+            stream = container.add_stream(codec, rate=fps)
             stream.width, stream.height = frames.shape[2], frames.shape[1]
             stream.pix_fmt = "yuv420p"
-            stream.codec_context.options = {"qscale": "2", "threads": "1", "g": str(fps)}
+            stream.codec_context.options = options
             for i, f in enumerate(frames):
                 frame = av.VideoFrame.from_ndarray(f, format="rgb24")
-                frame.pts = i
+                frame.pts = i  # explicit timestamps: x264's rate control reads them
                 for packet in stream.encode(frame):
                     container.mux(packet)
             for packet in stream.encode():

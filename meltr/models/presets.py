@@ -118,6 +118,10 @@ def get_preset(name: str, **overrides) -> ModelPreset | LLMPreset:
     return replace(preset, **overrides) if overrides else preset
 
 
+# How the report names each model family.
+FAMILY_LABELS = {"univl": "UniVL family", "videollm": "VideoLLM family"}
+
+
 def model_family(name: str) -> str:
     """"univl" or "videollm": which model a size preset builds (and so which losses its tasks train with)."""
     return get_preset(name).family

@@ -15,7 +15,7 @@ import pandas as pd
 
 from ..errors import MeltrError
 from ..io import read_json_object, read_jsonl
-from ..models.presets import PRESETS
+from ..models.presets import FAMILY_LABELS, PRESETS
 from .render import fmt, md_table, new_figure, rounded, save_png
 
 METHOD_ORDER = ("finetune", "multitask", "uncertainty", "famo", "meltr")
@@ -456,9 +456,6 @@ def _group_sentence(group: pd.DataFrame, ratio: pd.Series) -> str:
     return text
 
 
-FAMILY_NAME = {"univl": "the UniVL family", "videollm": "the VideoLLM family"}
-
-
 def _family_sentences(ratios: pd.DataFrame) -> list[str]:
     """Per model family: the range over its tasks of MELTR's usable cost ratios, the answer in one sentence."""
     out = []
@@ -472,9 +469,9 @@ def _family_sentences(ratios: pd.DataFrame) -> list[str]:
                              f"({len(usable)} of {len(rows)} tasks measured reliably)")
         models = ", ".join(sorted(rows["model"].unique()))
         if parts:
-            out.append(f"On {FAMILY_NAME.get(family, family)} ({models}), MELTR ran at " + " and ".join(parts) + ".")
+            out.append(f"On the {FAMILY_LABELS.get(family, family)} ({models}), MELTR ran at " + " and ".join(parts) + ".")
         else:
-            out.append(f"On {FAMILY_NAME.get(family, family)} ({models}) no cost ratio of this run was measured "
+            out.append(f"On the {FAMILY_LABELS.get(family, family)} ({models}) no cost ratio of this run was measured "
                        "reliably (see the ratio table).")
     return out
 

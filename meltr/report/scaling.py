@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import MeltrError
+from ..models.presets import FAMILY_LABELS
 from .render import md_table, new_figure, save_png, write_csv
 
 REQUIRED = ("device", "precision", "points")
@@ -74,7 +75,6 @@ def _fit(x: pd.Series, y: pd.Series, log_y: bool) -> tuple[float, int]:
 
 # A cell of the sweep: the ratios and fits of different model families, devices or settings never mix.
 CELL = ["model_family", "device", "precision", "batch_size", "adapters"]
-FAMILY_LABEL = {"univl": "UniVL family", "videollm": "VideoLLM family"}
 
 
 def _cells(df: pd.DataFrame):
@@ -151,7 +151,7 @@ def _plot_cells(df: pd.DataFrame, path: Path, y: str, ylabel: str, log_y: bool, 
         if log_y:
             ax.set_yscale("log")
         family, device, precision, batch, adapters = keys
-        ax.set_title(f"{FAMILY_LABEL.get(family, family)}, {device}\n{precision}, batch {batch}, adapters "
+        ax.set_title(f"{FAMILY_LABELS.get(family, family)}, {device}\n{precision}, batch {batch}, adapters "
                      f"{adapters}, MELTR k={k}", fontsize=9)
         ax.set_xlabel("parameters")
         ax.set_ylabel(ylabel)
@@ -209,7 +209,7 @@ def _answer(df: pd.DataFrame, fits: pd.DataFrame, slope: pd.DataFrame) -> str:
             if len(mfu) and not str(device).startswith("cpu") and float(mfu.max()) < LAUNCH_BOUND:
                 bound = (f" Finetune reached at most {100 * float(mfu.max()):.1f} % MFU here: launch-bound, so "
                          "these ratios describe kernel launches and host work, not the arithmetic of training.")
-            lines.append(f"- **{FAMILY_LABEL.get(family, family)}, {device}** ({precision}, batch {batch}, "
+            lines.append(f"- **{FAMILY_LABELS.get(family, family)}, {device}** ({precision}, batch {batch}, "
                          f"k={HEADLINE_K}; methods timed {protocol}): " + "; ".join(parts) + "." + bound)
     return "\n".join(lines) or "No sweep measured MELTR and both baselines at k=3."
 
@@ -265,7 +265,7 @@ def _fits_table(fits: pd.DataFrame, budgets_gb: list[float]) -> str:
 
     headers = ["family", "device", "batch", "adapters", "method", "largest measured", "smallest out of memory"] + \
         [f"fits {gb:g} GB (B params, fitted)" for gb in budgets_gb]
-    rows = [[FAMILY_LABEL.get(r["model_family"], r["model_family"]), r["device"], str(r["batch_size"]), r["adapters"], r["method"], _f(r["largest_measured"]),
+    rows = [[FAMILY_LABELS.get(r["model_family"], r["model_family"]), r["device"], str(r["batch_size"]), r["adapters"], r["method"], _f(r["largest_measured"]),
              _f(r["smallest_out_of_memory"])] + [_f(r.get(f"fits_{gb:g}GB_params_b"), 2) for gb in budgets_gb]
             for _, r in fits.iterrows()]
     return md_table(headers, rows)
@@ -283,7 +283,7 @@ def scaling_section(df: pd.DataFrame, slope: pd.DataFrame, fits: pd.DataFrame, b
         sources = ", ".join(sorted({Path(s).name for s in cell["source"]}))
         protocol = ", ".join(sorted(set(cell["protocol"])))
         peaks = ", ".join(sorted({str(x) for x in cell["mfu_peak"].dropna()})) or "not recorded"
-        parts.append(f"### {FAMILY_LABEL.get(family, family)}, {device}: {precision}, batch {batch}, adapters "
+        parts.append(f"### {FAMILY_LABELS.get(family, family)}, {device}: {precision}, batch {batch}, adapters "
                      f"{adapters} (from {sources})\n\n"
                      f"Methods timed: {protocol}. MFU against: {peaks}. Baselines and MELTR at k={HEADLINE_K}; "
                      f"every k is in `scaling.csv`. †: MFU under {100 * LAUNCH_BOUND:.0f} % on a GPU, launch-bound "

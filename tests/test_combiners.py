@@ -464,18 +464,18 @@ def test_meltr_state_round_trips_buffer_rng_and_meta_optimiser(model, batches):
 
 
 # ------------------------------------------------------------------------------------------ meta_batch_size
-class _SizeRecorder(torch.nn.Module):
-    """A linear model with three losses that records the batch size of every forward it runs."""
+class _BatchRecorder(torch.nn.Module):
+    """A linear model with three losses (squared error to batch["y"], or to 0) that records every batch it is
+    called with, so a test can say which batches, and how many samples, a meta step's forwards saw."""
 
-    def __init__(self):
+    def __init__(self, features: int):
         super().__init__()
-        self.w = torch.nn.Linear(4, 3)
-        self.seen: list[int] = []
+        self.w = torch.nn.Linear(features, 3)
+        self.seen: list[dict] = []
 
     def forward(self, batch, names):
-        self.seen.append(batch["x"].shape[0])
-        out = self.w(batch["x"])
-        per = ((out - batch["y"]) ** 2).mean(0)
+        self.seen.append(batch)
+        per = ((self.w(batch["x"]) - batch.get("y", 0)) ** 2).mean(0)
         return {n: per[i] for i, n in enumerate(names)}
 
 
@@ -488,7 +488,7 @@ def test_meta_batch_size_uses_exactly_that_many_samples_in_the_meta_step(meta_ba
 
     for size, expected in ((3, 3), (None, 8)):
         torch.manual_seed(0)
-        model = _SizeRecorder()
+        model = _BatchRecorder(4)
         combiner = build_combiner("meltr", ["a", "b", "c"], "a", {"k": 1, "meta_batches": meta_batches,
                                                                  "estimator": estimator, "meta_batch_size": size})
         params = list(model.parameters())
@@ -498,8 +498,9 @@ def test_meta_batch_size_uses_exactly_that_many_samples_in_the_meta_step(meta_ba
         model.seen.clear()
         r = run_step(model, combiner, opt, params, batch, 1, 0, torch.device("cpu"))
         assert r.meta is not None and r.meta["meta_skipped"] is False
-        assert model.seen[0] == 8  # the training step's own forward
-        assert model.seen[1:] and set(model.seen[1:]) == {expected}, model.seen
+        sizes = [b["x"].shape[0] for b in model.seen]
+        assert sizes[0] == 8  # the training step's own forward
+        assert sizes[1:] and set(sizes[1:]) == {expected}, sizes
 
 
 # ------------------------------------------------------------------------------------------ the official schedule
@@ -514,22 +515,11 @@ def test_official_replay_schedule_matches_the_official_loop():
         buffer after          b1   b2  b3  b4 ...                     (appended after the meta step)
 
     `ours`: meta steps at 3 and 6, drawing from the buffer with the step's batch already in it."""
-    class Recorder(torch.nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.w = torch.nn.Linear(2, 3)
-            self.seen: list[int] = []
-
-        def forward(self, batch, names):
-            self.seen.append(int(batch["id"][0]))
-            per = self.w(batch["x"]).pow(2).mean(0)
-            return {n: per[i] for i, n in enumerate(names)}
-
     batches = [{"id": torch.tensor([i]), "x": torch.full((2, 2), float(i))} for i in range(1, 8)]
     for schedule, meta_steps, pools in (
             ("official", [1, 4, 7], [{1}, {1, 2, 3}, {1, 2, 3, 4, 5, 6}]),
             ("ours", [3, 6], [{1, 2, 3}, {1, 2, 3, 4, 5, 6}])):
-        model = Recorder()
+        model = _BatchRecorder(2)
         comb = build_combiner("meltr", ["a", "b", "c"], "a", {"k": 3, "meta_batches": "replay",
                                                              "estimator": "finite_difference",
                                                              "replay_schedule": schedule})
@@ -537,7 +527,7 @@ def test_official_replay_schedule_matches_the_official_loop():
         for step, batch in enumerate(batches, start=1):
             model.seen.clear()
             if comb.meta_step(step, batch, model) is not None:
-                got.append((step, set(model.seen)))
+                got.append((step, {int(b["id"][0]) for b in model.seen}))
             assert comb.buffer[-1] is batch  # every step's batch is in the buffer once the step is done
         assert [s for s, _ in got] == meta_steps, schedule
         for (step, seen), pool in zip(got, pools):

@@ -178,8 +178,8 @@ class TrainConfig:
             raise MeltrError(f"train.precision {self.precision!r}: expected one of {', '.join(PRECISIONS)}")
         if self.adapters not in ADAPTERS:
             raise MeltrError(f"train.adapters {self.adapters!r}: expected one of {', '.join(ADAPTERS)}")
-        k = MeltrConfig(**self.meltr).k if self.method == "meltr" else None
-        if self.method == "meltr" and isinstance(k, int) and k > self.steps:
+        k = MeltrConfig(**self.meltr).k if self.method == "meltr" else None  # validated: an int >= 1
+        if k is not None and k > self.steps:
             raise MeltrError(f"meltr.k {k} with train.steps {self.steps}: MELTR would never take a meta step; "
                              f"expected k <= steps")
 
